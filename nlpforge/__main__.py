@@ -1,0 +1,3 @@
+from nlpforge.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The nlpforge command line (click). Commands are imported only when they run."""

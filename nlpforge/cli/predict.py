@@ -1,0 +1,78 @@
+"""nlpforge predict and the model loading it shares with evaluate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from nlpforge.errors import UsageError
+
+Predict = Callable[[list[dict]], list[dict]]
+
+
+def open_model(path: str, device: str, threads: int | None, batch_size: int) -> tuple[Any, Predict]:
+    """Task and predict function of an export dir (ONNX) or a run dir (PyTorch)."""
+    from nlpforge.manifest import read_manifest
+
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    if read_manifest(path)["kind"] == "export":
+        from nlpforge.runtime.predictor import Predictor
+
+        predictor = Predictor.load(path, device=device, threads=threads, batch_size=batch_size)
+        return predictor.task, predictor.predict
+    from nlpforge.runtime.batching import predict_rows
+    from nlpforge.training.models import load_run, torch_runner
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    _, task, model, tokenizer = load_run(path)
+    inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+              if n in read_manifest(path).get("model_inputs", [])]
+    run = torch_runner(task, model, inputs)
+    return task, lambda rows: predict_rows(task, tokenizer, run, rows, batch_size)
+
+
+model_options = [
+    click.option("--batch-size", type=int, default=32, show_default=True),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--threads", type=int, help="CPU threads (default: all cores)."),
+]
+
+
+def with_model_options(func: Callable) -> Callable:
+    for option in reversed(model_options):
+        func = option(func)
+    return func
+
+
+@click.command()
+@click.argument("model_dir")
+@click.argument("texts", nargs=-1)
+@click.option("--input", "input_file", help="Requests file (.jsonl, .json, .csv, .tsv); '-' reads text lines from stdin.")
+@with_model_options
+def predict(model_dir: str, texts: tuple[str, ...], input_file: str | None, batch_size: int,
+            device: str, threads: int | None) -> None:
+    """Predict with an export dir (or a run dir); one JSON object per input on stdout."""
+    from nlpforge.data import read_dataset
+
+    task, run = open_model(model_dir, device, threads, batch_size)
+    first = task.request_fields[0].name
+    rows: list[dict] = [{first: text} for text in texts]
+    if input_file == "-":
+        rows += [{first: line.rstrip("\n")} for line in sys.stdin if line.strip()]
+    elif input_file:
+        rows += read_dataset(input_file, task, training=False).rows
+    if not rows:
+        raise UsageError("nothing to predict: give TEXT arguments or --input FILE")
+    for i, row in enumerate(rows):
+        task.check_row(row, f"input {i + 1}", None, training=False)
+    for prediction in run(rows):
+        click.echo(json.dumps(prediction, ensure_ascii=False))

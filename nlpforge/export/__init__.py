@@ -1,0 +1,1 @@
+"""Export (torch): wrap a trained model, convert it with torch.onnx, validate against PyTorch."""

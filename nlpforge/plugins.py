@@ -1,0 +1,220 @@
+"""Finding plugins: entry points of the ``nlpforge`` group, loaded one by one, errors isolated.
+
+Environment variables:
+
+- ``NLPFORGE_LOAD_PLUGINS=a,b``: load only these plugins (entry-point or distribution names).
+- ``NLPFORGE_BLOCK_PLUGINS=a,b``: never load these (built-in ones included).
+- ``NLPFORGE_STRICT_PLUGINS=1``: a plugin that fails to load or register is an error.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+import os
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pluggy
+
+from nlpforge import hookspecs
+from nlpforge.errors import PluginError
+from nlpforge.tasks import Task
+
+ENTRY_POINT_GROUP = "nlpforge"
+log = logging.getLogger("nlpforge")
+
+
+@dataclass
+class PluginInfo:
+    """One entry point of the ``nlpforge`` group and what became of it."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    status: str = "loaded"  # loaded | failed | disabled
+    error: str | None = None
+    tasks: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"'{self.name}' from {self.distribution} {self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "distribution": self.distribution, "version": self.version,
+            "module": self.module, "status": self.status, "error": self.error,
+            "tasks": self.tasks, "commands": self.commands,
+        }
+
+
+@dataclass
+class TaskEntry:
+    task: type[Task]
+    plugin: PluginInfo
+
+
+def _names(value: str | None) -> set[str] | None:
+    if value is None or not value.strip():
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _strict(env: dict[str, str]) -> bool:
+    return env.get("NLPFORGE_STRICT_PLUGINS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class PluginManager:
+    """Loads plugins once and keeps the task registry."""
+
+    def __init__(self, entry_points: Iterable[metadata.EntryPoint] | None = None,
+                 env: dict[str, str] | None = None):
+        self._entry_points = entry_points
+        self._env = dict(os.environ if env is None else env)
+        self.pm = pluggy.PluginManager("nlpforge")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        self.conflicts: dict[str, list[PluginInfo]] = {}
+        self._tasks: dict[str, TaskEntry] = {}
+        self._loaded = False
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def load(self) -> "PluginManager":
+        if self._loaded:
+            return self
+        self._loaded = True
+        allow = _names(self._env.get("NLPFORGE_LOAD_PLUGINS"))
+        block = _names(self._env.get("NLPFORGE_BLOCK_PLUGINS")) or set()
+        eps = self._entry_points
+        if eps is None:
+            eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        seen: set[tuple[str, str]] = set()
+        for ep in sorted(eps, key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(ep.name, dist.name if dist else "unknown",
+                              dist.version if dist else "unknown", ep.value)
+            if (info.name, info.module) in seen:  # the same dist seen twice on sys.path
+                continue
+            seen.add((info.name, info.module))
+            self.plugins.append(info)
+            names = {info.name, info.distribution}
+            if (allow is not None and not names & allow) or names & block:
+                info.status = "disabled"
+                continue
+            try:
+                plugin = ep.load()
+                self._check_api(info, plugin)
+                self.pm.register(plugin, name=info.name)
+            except Exception as exc:  # a broken plugin must not stop the others
+                self._fail(info, f"failed to load: {_short(exc)}", exc)
+                continue
+            self._register_tasks(info)
+        return self
+
+    def _check_api(self, info: PluginInfo, plugin: Any) -> None:
+        wanted = getattr(plugin, "NLPFORGE_PLUGIN_API", hookspecs.PLUGIN_API_VERSION)
+        if wanted != hookspecs.PLUGIN_API_VERSION:
+            raise PluginError(
+                f"it is written for plugin API {wanted}, this nlpforge has API "
+                f"{hookspecs.PLUGIN_API_VERSION}: install a release of {info.distribution} "
+                f"made for this nlpforge, or an nlpforge that supports API {wanted}")
+
+    def _register_tasks(self, info: PluginInfo) -> None:
+        def register(task: type[Task]) -> None:
+            if not (isinstance(task, type) and issubclass(task, Task)):
+                raise PluginError(f"register() takes a Task subclass, got {task!r}")
+            task.check_class()
+            other = self._tasks.get(task.id)
+            if other is not None or task.id in self.conflicts:
+                owners = self.conflicts.setdefault(task.id, [other.plugin] if other else [])
+                owners.append(info)
+                self._tasks.pop(task.id, None)
+                raise PluginError(self._conflict_message(task.id))
+            self._tasks[task.id] = TaskEntry(task, info)
+            info.tasks.append(task.id)
+
+        for impl in self.pm.hook.register_tasks.get_hookimpls():
+            if impl.plugin_name != info.name:
+                continue
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                self._fail(info, f"failed to register tasks: {_short(exc)}", exc)
+
+    def _conflict_message(self, task_id: str) -> str:
+        owners = " and ".join(p.describe() for p in self.conflicts[task_id])
+        return (f"task '{task_id}' is registered by two plugins: {owners}; block one with "
+                f"NLPFORGE_BLOCK_PLUGINS=<name> or uninstall it")
+
+    def _fail(self, info: PluginInfo, message: str, exc: BaseException) -> None:
+        info.status = "failed"
+        info.error = message if info.error is None else f"{info.error}; {message}"
+        full = f"plugin {info.describe()} {message}"
+        log.debug("".join(traceback.format_exception(exc)))
+        if _strict(self._env):
+            raise PluginError(full + " (NLPFORGE_STRICT_PLUGINS is set)") from exc
+        log.warning("%s; run 'nlpforge plugins' for details", full)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> dict[str, TaskEntry]:
+        self.load()
+        return dict(self._tasks)
+
+    def get_task(self, task_id: str) -> type[Task]:
+        self.load()
+        if task_id in self.conflicts:
+            raise PluginError(self._conflict_message(task_id))
+        entry = self._tasks.get(task_id)
+        if entry is None:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            hint = ""
+            if any(p.status == "failed" for p in self.plugins):
+                hint = "; some plugins failed to load, see 'nlpforge plugins'"
+            raise PluginError(f"unknown task '{task_id}' (installed tasks: {known}){hint}")
+        return entry.task
+
+    def plugin_of(self, task_id: str) -> PluginInfo:
+        self.get_task(task_id)
+        return self._tasks[task_id].plugin
+
+    def add_commands(self, cli: Any) -> None:
+        """Let every loaded plugin add its commands to the click group."""
+        self.load()
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            info = next(p for p in self.plugins if p.name == impl.plugin_name)
+            before = set(cli.commands)
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                self._fail(info, f"failed to add commands: {_short(exc)}", exc)
+            info.commands.extend(sorted(set(cli.commands) - before))
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+_manager: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, loaded on first use."""
+    global _manager
+    if _manager is None:
+        _manager = PluginManager()
+    return _manager.load()
+
+
+def reset_plugin_manager(manager: PluginManager | None = None) -> None:
+    """Replace the process-wide manager (tests, or after installing a plugin)."""
+    global _manager
+    _manager = manager
+
+
+def get_task(task_id: str) -> type[Task]:
+    return get_plugin_manager().get_task(task_id)

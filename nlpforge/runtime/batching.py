@@ -1,0 +1,32 @@
+"""Batched prediction shared by the ONNX runtime and PyTorch evaluation."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def row_size(row: dict[str, Any]) -> int:
+    """A cheap length proxy used to group rows of similar length into a batch."""
+    return sum(len(v) if isinstance(v, (str, list)) else 1 for v in row.values())
+
+
+def predict_rows(task: Any, tokenizer: Any, run: Runner, rows: Sequence[dict],
+                 batch_size: int = 32, sort_by_length: bool = True) -> list[dict]:
+    """Encode rows in batches of similar length, run the model, postprocess; keep input order."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    order = list(range(len(rows)))
+    if sort_by_length:
+        order.sort(key=lambda i: row_size(rows[i]))
+    results: list[dict | None] = [None] * len(rows)
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        batch = [rows[i] for i in index]
+        outputs = run(task.encode(batch, tokenizer))
+        for i, prediction in zip(index, task.postprocess(outputs, batch)):
+            results[i] = prediction
+    return results  # type: ignore[return-value]

@@ -1,0 +1,90 @@
+"""Predictor: an export dir loaded for prediction with ONNX Runtime. No torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from nlpforge.errors import DataError, ModelDirError
+from nlpforge.manifest import read_manifest, task_from_manifest
+from nlpforge.runtime.batching import predict_rows
+from nlpforge.runtime.providers import make_session
+from nlpforge.runtime.tokenizer import Tokenizer
+
+
+class Predictor:
+    """Predictions from an exported model: ``Predictor.load(dir).predict(["some text"])``."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], task: Any,
+                 tokenizer: Tokenizer, session: Any, batch_size: int = 32):
+        self.directory = directory
+        self.manifest = manifest
+        self.task = task
+        self.tokenizer = tokenizer
+        self.session = session
+        self.batch_size = batch_size
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None,
+             batch_size: int = 32) -> "Predictor":
+        """Load an export dir. ``device``: auto, cpu, cuda or cuda:N; ``threads``: CPU threads."""
+        directory = Path(path)
+        manifest = read_manifest(directory)
+        if manifest["kind"] != "export":
+            raise ModelDirError(f"{directory}: this is a {manifest['kind']} dir; make an export "
+                                f"dir first with 'nlpforge export {directory} --output DIR'")
+        task = task_from_manifest(manifest, str(directory))
+        model_file = directory / manifest["io"].get("model", "model.onnx")
+        if not model_file.is_file():
+            raise ModelDirError(f"{directory}: {model_file.name} is missing")
+        tok = manifest["tokenizer"]
+        tokenizer = Tokenizer.from_dir(directory, max_length=tok["max_length"],
+                                       pad_id=tok.get("pad_id"))
+        try:
+            session = make_session(str(model_file), device=device, threads=threads)
+        except Exception as exc:
+            if type(exc).__module__.startswith("nlpforge"):
+                raise
+            raise ModelDirError(f"{model_file}: cannot load the ONNX model: {exc}")
+        return cls(directory, manifest, task, tokenizer, session, batch_size)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.task.labels
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def run(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the ONNX model on numpy features; returns its outputs by name."""
+        feeds = {name: features[name] for name in self.input_names}
+        values = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, values))
+
+    def as_rows(self, inputs: Sequence[str | dict]) -> list[dict]:
+        """Turn plain strings into requests and check every request against the task."""
+        first = self.task.request_fields[0].name
+        rows = []
+        for i, item in enumerate(inputs):
+            row = {first: item} if isinstance(item, str) else item
+            self.task.check_row(row, f"inputs[{i}]", None, training=False)
+            rows.append(row)
+        return rows
+
+    def predict(self, inputs: Sequence[str | dict], batch_size: int | None = None) -> list[dict]:
+        """One prediction per input (a string or a request dict), in input order."""
+        if isinstance(inputs, (str, dict)):
+            raise DataError("predict() takes a list of inputs, not a single one")
+        rows = self.as_rows(inputs)
+        return predict_rows(self.task, self.tokenizer, self.run, rows,
+                            batch_size or self.batch_size)
+
+    def __repr__(self) -> str:
+        return (f"Predictor({str(self.directory)!r}, task={self.task.id!r}, "
+                f"providers={self.providers})")

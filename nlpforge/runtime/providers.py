@@ -1,0 +1,72 @@
+"""Choosing ONNX Runtime execution providers without noise.
+
+onnxruntime-gpu lists the CUDA provider even where no GPU or CUDA library exists, and logs
+errors when asked to use it there. nlpforge only asks for CUDA after finding a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from typing import Any
+
+from nlpforge.errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees; 0 when there is no driver (no error is logged)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    try:
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+    except AttributeError:
+        return 0
+    return count.value
+
+
+def choose_providers(device: str = "auto") -> list[Any]:
+    """Providers for ``device``: CUDA then CPU where a GPU can be used, else CPU."""
+    import onnxruntime as ort
+
+    device = (device or "auto").lower()
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
+    if not has_cuda:
+        if device != "auto":
+            raise UsageError(f"device {device!r} asked for, but no usable CUDA GPU was found "
+                             f"(needs onnxruntime-gpu and an NVIDIA driver); use --device cpu")
+        return ["CPUExecutionProvider"]
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+
+def make_session(path: str, device: str = "auto", threads: int | None = None) -> Any:
+    """An InferenceSession on the chosen providers, quiet unless something is really wrong."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    providers = choose_providers(device)
+    session = ort.InferenceSession(path, sess_options=options, providers=providers)
+    if device not in ("auto", "cpu") and "CUDAExecutionProvider" not in session.get_providers():
+        raise UsageError(f"device {device!r} asked for, but ONNX Runtime could not start its CUDA "
+                         f"provider (check the CUDA and cuDNN libraries); use --device cpu")
+    return session

@@ -1,0 +1,107 @@
+"""Tokenization with the ``tokenizers`` library only, shared by training and the runtime.
+
+Training encodes through this class too, so the ids a model was trained on and the ids the
+runtime feeds it come from one code path and one ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Encoding
+from tokenizers import Tokenizer as Backend
+
+from nlpforge.errors import ModelDirError
+
+FEATURES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class Tokenizer:
+    """A ``tokenizers.Tokenizer`` with nlpforge's padding and truncation.
+
+    Fixed padding stored in ``tokenizer.json`` (some models pad every input to 128 tokens) is
+    turned off: each batch is padded to its own longest row.
+    """
+
+    def __init__(self, backend: Backend, pad_id: int, max_length: int,
+                 padding_side: str = "right"):
+        self.backend = backend
+        self.backend.no_padding()
+        self.backend.enable_truncation(max_length, strategy="longest_first")
+        self.pad_id = int(pad_id)
+        self.max_length = int(max_length)
+        self.padding_side = padding_side
+
+    @classmethod
+    def from_dir(cls, directory: str | os.PathLike, max_length: int | None = None,
+                 pad_id: int | None = None) -> "Tokenizer":
+        """Load ``DIR/tokenizer.json``; the pad id comes from the argument or the dir's config."""
+        directory = Path(directory)
+        path = directory / "tokenizer.json"
+        if not path.is_file():
+            raise ModelDirError(f"{directory}: no tokenizer.json (nlpforge needs a fast "
+                                f"tokenizer saved by the tokenizers library)")
+        try:
+            backend = Backend.from_file(str(path))
+        except Exception as exc:
+            raise ModelDirError(f"{path}: cannot load tokenizer: {exc}")
+        config = _read_json(directory / "tokenizer_config.json")
+        if pad_id is None:
+            pad_id = _pad_id(backend, config)
+        if max_length is None:
+            max_length = int(config.get("model_max_length", 512))
+            max_length = max_length if 0 < max_length <= 100_000 else 512
+        return cls(backend, pad_id, max_length)
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoding]:
+        """Tokenize with special tokens, truncated to ``max_length`` (longest first for pairs)."""
+        if pairs is None:
+            return self.backend.encode_batch(list(texts))
+        return self.backend.encode_batch(list(zip(texts, pairs)))
+
+    def pad(self, encodings: Sequence[Encoding],
+            names: Sequence[str] = FEATURES) -> dict[str, np.ndarray]:
+        """Stack encodings into int64 arrays padded to the longest one."""
+        length = max((len(e.ids) for e in encodings), default=0)
+        batch = {name: np.zeros((len(encodings), length), dtype=np.int64) for name in names}
+        if "input_ids" in batch:
+            batch["input_ids"].fill(self.pad_id)
+        for i, enc in enumerate(encodings):
+            n = len(enc.ids)
+            cols = slice(0, n) if self.padding_side == "right" else slice(length - n, length)
+            if "input_ids" in batch:
+                batch["input_ids"][i, cols] = enc.ids
+            if "attention_mask" in batch:
+                batch["attention_mask"][i, cols] = enc.attention_mask
+            if "token_type_ids" in batch:
+                batch["token_type_ids"][i, cols] = enc.type_ids
+        return batch
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelDirError(f"{path}: cannot read: {exc}")
+    return data if isinstance(data, dict) else {}
+
+
+def _pad_id(backend: Backend, config: dict) -> int:
+    token = config.get("pad_token")
+    if isinstance(token, dict):
+        token = token.get("content")
+    if isinstance(token, str) and backend.token_to_id(token) is not None:
+        return backend.token_to_id(token)
+    padding = backend.padding
+    if padding and padding.get("pad_id") is not None:
+        return padding["pad_id"]
+    return 0

@@ -1,0 +1,240 @@
+"""The Task base class: what a task plugin declares.
+
+A task is a class. Class attributes declare identity and data; methods turn rows into model
+features, build the head, and turn model outputs into predictions and metrics. Everything
+except ``build_model``/``compute_loss`` must work without torch: the runtime calls
+``encode`` and ``postprocess`` in processes where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Sequence
+
+import numpy as np
+
+from nlpforge.errors import DataError, PluginError, UsageError
+
+
+class ModelFamily(str, enum.Enum):
+    """The three transformer families nlpforge fine-tunes."""
+
+    ENCODER = "encoder"
+    DECODER = "decoder"
+    ENCODER_DECODER = "encoder-decoder"
+
+
+_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a data row or prediction request.
+
+    ``type`` is the JSON type (str, int, float, bool or list); ``items`` the type of list items.
+    A field with ``types`` accepts any of several types (e.g. a label that is a string or a list).
+    """
+
+    name: str
+    type: type | tuple[type, ...] = str
+    required: bool = True
+    items: type | tuple[type, ...] | None = None
+    description: str = ""
+
+    def type_name(self) -> str:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+    def check(self, row: dict, path: str | None, line: int | None) -> None:
+        """Raise DataError when the row lacks this field or has it with the wrong type."""
+        if self.name not in row or row[self.name] is None:
+            if self.required:
+                raise DataError(f"missing required field '{self.name}' ({self.type_name()})",
+                                path, line)
+            return
+        value = row[self.name]
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        # bool is an int in Python; a JSON true is not a number here.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise DataError(f"expected {self.type_name()}, got {_json_type(value)} {value!r:.60}",
+                            path, line, self.name)
+        if self.items is not None and isinstance(value, list):
+            item_types = self.items if isinstance(self.items, tuple) else (self.items,)
+            for i, item in enumerate(value):
+                if not isinstance(item, item_types) or isinstance(item, bool) and bool not in item_types:
+                    names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in item_types)
+                    raise DataError(f"item {i}: expected {names}, got {_json_type(item)} {item!r:.60}",
+                                    path, line, self.name)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for t, name in (
+        (bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+        (list, "list"), (dict, "object"),
+    ):
+        if isinstance(value, t):
+            return name
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class Option:
+    """A task option users set with ``--option NAME=VALUE`` (saved in the manifest)."""
+
+    name: str
+    default: Any
+    description: str = ""
+
+    def parse(self, value: Any) -> Any:
+        """Coerce a command-line string to the type of the default."""
+        if not isinstance(value, str) or isinstance(self.default, str) or self.default is None:
+            return value
+        kind = type(self.default)
+        try:
+            if kind is bool:
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return kind(value)
+        except ValueError:
+            raise UsageError(f"task option '{self.name}': expected {kind.__name__}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The ONNX interface of an exported model: input and output names with dynamic axes."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+class Task:
+    """Base class of every task. Subclass it in a plugin and register it in ``register_tasks``.
+
+    Identity: ``id`` (lower-case, dashes), ``version`` (bump when saved models change meaning),
+    ``description`` (one line), ``family``.
+    Data: ``train_fields`` (a training or evaluation row), ``request_fields`` (a prediction
+    request), ``options`` (task settings saved with the model).
+    Metrics: ``primary_metric`` picks the best epoch; ``greater_is_better`` says which way.
+    """
+
+    id: ClassVar[str]
+    version: ClassVar[int] = 1
+    description: ClassVar[str] = ""
+    family: ClassVar[ModelFamily]
+    train_fields: ClassVar[tuple[Field, ...]] = ()
+    request_fields: ClassVar[tuple[Field, ...]] = ()
+    options: ClassVar[tuple[Option, ...]] = ()
+    primary_metric: ClassVar[str] = "loss"
+    greater_is_better: ClassVar[bool] = False
+    #: Default maximum sequence length in tokens; users override it with --max-length.
+    default_max_length: ClassVar[int] = 128
+
+    def __init__(self, labels: Sequence[str] | None = None, **options: Any):
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            names = ", ".join(known) or "none"
+            raise UsageError(f"task '{self.id}' has no option {', '.join(unknown)} "
+                             f"(its options: {names})")
+        self.settings = {name: o.parse(options.get(name, o.default)) for name, o in known.items()}
+        self.labels: list[str] | None = list(labels) if labels is not None else None
+
+    # -- saved state ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What the manifest records to rebuild this task at run time."""
+        return {"labels": self.labels, "options": dict(self.settings)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Task":
+        return cls(labels=state.get("labels"), **state.get("options", {}))
+
+    # -- data -------------------------------------------------------------------------------
+
+    def check_row(self, row: dict, path: str | None = None, line: int | None = None,
+                  training: bool = True) -> None:
+        """Validate one row; raise DataError naming file, line and field. Override to add rules."""
+        if not isinstance(row, dict):
+            raise DataError(f"expected a JSON object, got {_json_type(row)}", path, line)
+        for field in self.train_fields if training else self.request_fields:
+            field.check(row, path, line)
+
+    def fit(self, rows: Sequence[dict]) -> None:
+        """Learn what the task needs from the training rows (e.g. the label set)."""
+
+    # -- preprocessing (torch-free; shared by training and the runtime) ---------------------
+
+    def encode(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
+        """Rows or requests → padded numpy features (``input_ids``, ``attention_mask``, …)."""
+        raise NotImplementedError
+
+    def targets(self, rows: Sequence[dict]) -> dict[str, np.ndarray]:
+        """Training rows → the label arrays the head's loss needs."""
+        raise NotImplementedError
+
+    # -- head (torch) -----------------------------------------------------------------------
+
+    def build_model(self, base: str, **kwargs: Any) -> Any:
+        """Build the trainable model on a base checkpoint (path or hub id). May import torch."""
+        raise NotImplementedError
+
+    def load_model(self, path: str) -> Any:
+        """Load a model this task trained and saved with ``save_pretrained``."""
+        raise NotImplementedError
+
+    def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        """The training loss of one batch. The default uses the head's own loss."""
+        return model(**batch).loss
+
+    def forward(self, model: Any, features: dict[str, Any]) -> dict[str, Any]:
+        """Run the model on features; returns the tensors named in the export signature."""
+        raise NotImplementedError
+
+    # -- export -----------------------------------------------------------------------------
+
+    def export_signature(self, model_inputs: Sequence[str]) -> Signature:
+        """The ONNX interface; ``model_inputs`` are the feature names the model accepts."""
+        raise NotImplementedError
+
+    # -- outputs (torch-free) ---------------------------------------------------------------
+
+    def postprocess(self, outputs: dict[str, np.ndarray], rows: Sequence[dict]) -> list[dict]:
+        """Model outputs (numpy) → one JSON-ready prediction per row."""
+        raise NotImplementedError
+
+    def metrics(self, predictions: Sequence[dict], rows: Sequence[dict]) -> dict[str, Any]:
+        """Predictions and the reference rows → metric name → value."""
+        raise NotImplementedError
+
+    def example_request(self) -> dict[str, Any]:
+        """A valid request used to smoke-test a finished export. Override for rich requests."""
+        return {f.name: "nlpforge export check" for f in self.request_fields
+                if f.required and f.type is str}
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @classmethod
+    def check_class(cls) -> None:
+        """Raise PluginError when a subclass misses a required declaration."""
+        for attr in ("id", "family"):
+            if not hasattr(cls, attr):
+                raise PluginError(f"task class {cls.__module__}.{cls.__qualname__} does not set '{attr}'")
+        if not isinstance(cls.id, str) or not cls.id or cls.id != cls.id.strip().lower() \
+                or " " in cls.id:
+            raise PluginError(f"task class {cls.__qualname__}: id must be a lower-case name "
+                              f"without spaces, got {cls.id!r}")
+        if not isinstance(cls.family, ModelFamily):
+            raise PluginError(f"task '{cls.id}': family must be a ModelFamily, got {cls.family!r}")
+        if not isinstance(cls.version, int) or cls.version < 1:
+            raise PluginError(f"task '{cls.id}': version must be a positive integer")
+
+
+def field_names(fields: Iterable[Field]) -> list[str]:
+    return [f.name for f in fields]

@@ -1,0 +1,1 @@
+"""Training (torch). Imported only by the train and evaluate commands."""

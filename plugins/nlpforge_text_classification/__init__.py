@@ -1,0 +1,159 @@
+"""text-classification: single- and multi-label classification of a text or a text pair.
+
+Built into nlpforge, found through the ``nlpforge`` entry-point group like any plugin.
+This module imports no torch; the head is built inside ``build_model``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+import nlpforge
+from nlpforge import Field, ModelFamily, Option, Signature, Task
+from nlpforge.errors import DataError, UsageError
+from nlpforge.metrics import classification_report, multilabel_report, sigmoid, softmax
+
+NLPFORGE_PLUGIN_API = 1
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TextClassification(Task):
+    """Sentiment, topic, intent…: one label per text (or several with multi_label=true)."""
+
+    id = "text-classification"
+    version = 1
+    description = "Label a text or a text pair (single- or multi-label)"
+    family = ModelFamily.ENCODER
+    train_fields = (
+        Field("text", str, description="the text to classify"),
+        Field("text_pair", str, required=False, description="second text of a pair (NLI, QA)"),
+        Field("label", (str, int, list), items=(str, int),
+              description="a label; a list of labels with multi_label=true"),
+    )
+    request_fields = (
+        Field("text", str, description="the text to classify"),
+        Field("text_pair", str, required=False, description="second text of a pair"),
+    )
+    options = (
+        Option("multi_label", False, "each text may carry several labels (sigmoid, BCE loss)"),
+        Option("threshold", 0.5, "multi-label: the score from which a label is predicted"),
+    )
+    primary_metric = "macro_f1"
+    greater_is_better = True
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _row_labels(self, row: dict, path: str | None, line: int | None) -> list[str]:
+        value = row["label"]
+        if self.settings["multi_label"]:
+            if not isinstance(value, list):
+                value = [value]
+            return [str(v) for v in value]
+        if isinstance(value, list):
+            raise DataError("a list of labels needs the task option multi_label=true",
+                            path, line, "label")
+        return [str(value)]
+
+    def check_row(self, row: dict, path: str | None = None, line: int | None = None,
+                  training: bool = True) -> None:
+        super().check_row(row, path, line, training)
+        if not training:
+            return
+        labels = self._row_labels(row, path, line)
+        if self.labels is not None:
+            unknown = [label for label in labels if label not in self.labels]
+            if unknown:
+                raise DataError(f"unknown label {unknown[0]!r} (known labels: "
+                                f"{', '.join(self.labels)})", path, line, "label")
+
+    def fit(self, rows: Sequence[dict]) -> None:
+        if self.labels is not None:
+            return
+        seen = sorted({label for row in rows for label in self._row_labels(row, None, None)})
+        if len(seen) < 2 and not self.settings["multi_label"]:
+            raise UsageError(f"the training data has {len(seen)} label(s); a classifier needs "
+                             f"at least 2")
+        self.labels = seen
+
+    # -- preprocessing ----------------------------------------------------------------------
+
+    def encode(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
+        texts = [row["text"] for row in rows]
+        pairs = None
+        if any(row.get("text_pair") is not None for row in rows):
+            pairs = [row.get("text_pair") or "" for row in rows]
+        return tokenizer.pad(tokenizer.encode(texts, pairs), INPUTS)
+
+    def targets(self, rows: Sequence[dict]) -> dict[str, np.ndarray]:
+        index = {label: i for i, label in enumerate(self.labels or [])}
+        if self.settings["multi_label"]:
+            hot = np.zeros((len(rows), len(index)), dtype=np.float32)
+            for r, row in enumerate(rows):
+                hot[r, [index[label] for label in self._row_labels(row, None, None)]] = 1.0
+            return {"labels": hot}
+        return {"labels": np.array([index[str(row["label"])] for row in rows], dtype=np.int64)}
+
+    # -- head -------------------------------------------------------------------------------
+
+    def build_model(self, base: str, **kwargs: Any) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        labels = self.labels or []
+        return AutoModelForSequenceClassification.from_pretrained(
+            base,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            problem_type=("multi_label_classification" if self.settings["multi_label"]
+                          else "single_label_classification"),
+            **kwargs,
+        )
+
+    def load_model(self, path: str) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(path)
+
+    def forward(self, model: Any, features: dict[str, Any]) -> dict[str, Any]:
+        return {"logits": model(**features).logits}
+
+    def export_signature(self, model_inputs: Sequence[str]) -> Signature:
+        inputs = tuple(name for name in INPUTS if name in model_inputs)
+        axes = {name: {0: "batch_size", 1: "sequence_length"} for name in inputs}
+        axes["logits"] = {0: "batch_size"}
+        return Signature(inputs, ("logits",), axes)
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def postprocess(self, outputs: dict[str, np.ndarray], rows: Sequence[dict]) -> list[dict]:
+        labels = self.labels or []
+        logits = outputs["logits"].astype(np.float64)
+        if self.settings["multi_label"]:
+            probs = sigmoid(logits)
+            threshold = self.settings["threshold"]
+            return [{
+                "labels": [labels[j] for j in np.flatnonzero(p >= threshold)],
+                "scores": {label: float(s) for label, s in zip(labels, p)},
+            } for p in probs]
+        probs = softmax(logits)
+        best = probs.argmax(axis=-1)
+        return [{
+            "label": labels[b],
+            "score": float(p[b]),
+            "scores": {label: float(s) for label, s in zip(labels, p)},
+        } for b, p in zip(best, probs)]
+
+    def metrics(self, predictions: Sequence[dict], rows: Sequence[dict]) -> dict[str, Any]:
+        labels = self.labels or []
+        if self.settings["multi_label"]:
+            return multilabel_report([p["labels"] for p in predictions],
+                                     [self._row_labels(r, None, None) for r in rows], labels)
+        return classification_report([p["label"] for p in predictions],
+                                      [str(r["label"]) for r in rows], labels)
+
+
+@nlpforge.hookimpl
+def register_tasks(register):
+    register(TextClassification)
