@@ -68,9 +68,6 @@ def _read_text(path: Path) -> str:
 
 
 def _jsonl(text: str, path: str) -> Iterator[tuple[int, dict]]:
-    if text.lstrip().startswith("["):
-        yield from _json(text, path)
-        return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -84,6 +81,7 @@ def _jsonl(text: str, path: str) -> Iterator[tuple[int, dict]]:
 
 
 def _json(text: str, path: str) -> Iterator[tuple[int, dict]]:
+    """A JSON array of objects, or JSON Lines under a .json name."""
     if not text.lstrip().startswith("["):
         yield from _jsonl(text, path)
         return

