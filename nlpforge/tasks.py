@@ -194,14 +194,22 @@ class Task:
         return model(**batch).loss
 
     def forward(self, model: Any, features: dict[str, Any]) -> dict[str, Any]:
-        """Run the model on features; returns the tensors named in the export signature."""
-        raise NotImplementedError
+        """Run the model on features; returns the tensors named in the export signature.
+
+        The default returns the head's ``logits``, which fits every ``AutoModelFor…`` head.
+        """
+        return {"logits": model(**features).logits}
 
     # -- export -----------------------------------------------------------------------------
 
     def export_signature(self, model_inputs: Sequence[str]) -> Signature:
-        """The ONNX interface; ``model_inputs`` are the feature names the model accepts."""
-        raise NotImplementedError
+        """The ONNX interface; ``model_inputs`` are the feature names the model accepts.
+
+        The default is the generic encoder signature: token features in, ``logits`` out.
+        """
+        if self.family is ModelFamily.ENCODER:
+            return encoder_signature(model_inputs)
+        raise NotImplementedError(f"task '{self.id}' must define export_signature()")
 
     # -- outputs (torch-free) ---------------------------------------------------------------
 
@@ -238,3 +246,16 @@ class Task:
 
 def field_names(fields: Iterable[Field]) -> list[str]:
     return [f.name for f in fields]
+
+
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def encoder_signature(model_inputs: Sequence[str], outputs: Sequence[str] = ("logits",),
+                      per_token: bool = False) -> Signature:
+    """Token features in (batch × sequence), ``outputs`` out (batch, or batch × sequence)."""
+    inputs = tuple(name for name in ENCODER_INPUTS if name in model_inputs)
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in inputs}
+    for name in outputs:
+        axes[name] = {0: "batch_size", 1: "sequence_length"} if per_token else {0: "batch_size"}
+    return Signature(inputs, tuple(outputs), axes)

@@ -47,6 +47,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 42
+    device: str = "auto"
     overwrite: bool = False
     progress: bool = True
 
@@ -62,6 +63,10 @@ class TrainConfig:
             raise UsageError(f"--max-length must be at least 2, got {self.max_length}")
         if not 0 <= self.warmup_ratio < 1:
             raise UsageError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {self.device}: torch sees no CUDA GPU; use --device cpu")
         if self.weight_decay < 0:
             raise UsageError(f"--weight-decay must not be negative, got {self.weight_decay}")
 
@@ -78,8 +83,16 @@ def model_inputs(model: Any) -> list[str]:
     return [name for name in FEATURES if name in params]
 
 
-def to_torch(arrays: dict[str, np.ndarray], names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in arrays.items() if names is None or k in names}
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_torch(arrays: dict[str, np.ndarray], names: list[str] | None = None,
+             device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device) if device else torch.from_numpy(v)
+            for k, v in arrays.items() if names is None or k in names}
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -133,12 +146,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if pad_id is None:
             pad_id = hf_tokenizer.eos_token_id or 0
         tokenizer = Tokenizer.from_dir(tmp, max_length=max_length, pad_id=pad_id)
-        model = load_base_model(task, config.model)
+        model = load_base_model(task, config.model).to(resolve_device(config.device))
         inputs = model_inputs(model)
         history = _fit(task, model, tokenizer, inputs, train_data.rows,
                        val_data.rows if val_data else None, config)
         with quiet_transformers():
-            model.save_pretrained(tmp)
+            model.to("cpu").save_pretrained(tmp)
         best = history["best"]
         manifest = new_manifest(
             "run", task, manager.plugin_of(task.id),
@@ -163,6 +176,7 @@ def _fit(task: Any, model: torch.nn.Module, tokenizer: Tokenizer, inputs: list[s
     total = math.ceil(config.epochs * steps_per_epoch)
     if config.max_steps:  # as in Hugging Face's Trainer, --max-steps overrides --epochs
         total = config.max_steps
+    device = next(model.parameters()).device
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     scheduler = linear_schedule(optimizer, int(config.warmup_ratio * total), total)
     generator = torch.Generator().manual_seed(config.seed)
@@ -178,8 +192,8 @@ def _fit(task: Any, model: torch.nn.Module, tokenizer: Tokenizer, inputs: list[s
         order = torch.randperm(len(rows), generator=generator).tolist()
         for first in range(0, len(order), config.batch_size):
             batch = [rows[i] for i in order[first:first + config.batch_size]]
-            features = to_torch(task.encode(batch, tokenizer), inputs)
-            features.update(to_torch(task.targets(batch)))
+            features = to_torch(task.encode(batch, tokenizer), inputs, device)
+            features.update(to_torch(task.targets(batch), device=device))
             loss = task.compute_loss(model, features)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -202,7 +216,8 @@ def _fit(task: Any, model: torch.nn.Module, tokenizer: Tokenizer, inputs: list[s
             score = sign * float(metrics[task.primary_metric])
             if score > best_score:
                 best_score = score
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in model.state_dict().items()}
                 history["best"] = record
             bar.write(f"epoch {epoch}: {task.primary_metric} = "
                       f"{metrics[task.primary_metric]:.4f}", file=sys.stderr)

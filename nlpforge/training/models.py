@@ -91,9 +91,12 @@ def load_run(directory: str | os.PathLike) -> tuple[dict[str, Any], Any, Any, To
 def torch_runner(task: Any, model: Any, inputs: list[str]):
     """A runner for ``predict_rows`` that calls the PyTorch model."""
 
+    device = next(model.parameters()).device
+
     def run(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            out = task.forward(model, {k: torch.from_numpy(features[k]) for k in inputs})
+            out = task.forward(model, {k: torch.from_numpy(features[k]).to(device)
+                                       for k in inputs})
         return {k: v.float().cpu().numpy() for k, v in out.items()}
 
     return run

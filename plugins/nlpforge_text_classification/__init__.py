@@ -11,12 +11,12 @@ from typing import Any, Sequence
 import numpy as np
 
 import nlpforge
-from nlpforge import Field, ModelFamily, Option, Signature, Task
+from nlpforge import Field, ModelFamily, Option, Task
 from nlpforge.errors import DataError, UsageError
 from nlpforge.metrics import classification_report, multilabel_report, sigmoid, softmax
+from nlpforge.tasks import ENCODER_INPUTS
 
 NLPFORGE_PLUGIN_API = 1
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TextClassification(Task):
@@ -84,7 +84,7 @@ class TextClassification(Task):
         pairs = None
         if any(row.get("text_pair") is not None for row in rows):
             pairs = [row.get("text_pair") or "" for row in rows]
-        return tokenizer.pad(tokenizer.encode(texts, pairs), INPUTS)
+        return tokenizer.pad(tokenizer.encode(texts, pairs), ENCODER_INPUTS)
 
     def targets(self, rows: Sequence[dict]) -> dict[str, np.ndarray]:
         index = {label: i for i, label in enumerate(self.labels or [])}
@@ -115,15 +115,6 @@ class TextClassification(Task):
         from transformers import AutoModelForSequenceClassification
 
         return AutoModelForSequenceClassification.from_pretrained(path)
-
-    def forward(self, model: Any, features: dict[str, Any]) -> dict[str, Any]:
-        return {"logits": model(**features).logits}
-
-    def export_signature(self, model_inputs: Sequence[str]) -> Signature:
-        inputs = tuple(name for name in INPUTS if name in model_inputs)
-        axes = {name: {0: "batch_size", 1: "sequence_length"} for name in inputs}
-        axes["logits"] = {0: "batch_size"}
-        return Signature(inputs, ("logits",), axes)
 
     # -- outputs ----------------------------------------------------------------------------
 

