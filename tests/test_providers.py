@@ -27,9 +27,13 @@ def test_cuda_first_when_a_gpu_is_usable(monkeypatch):
     monkeypatch.setattr(providers, "cuda_device_count", lambda: 2)
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(providers, "cuda_libraries_ok", lambda: True)
     assert providers.choose_providers("cuda:1") == [
         ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
     assert providers.choose_providers("auto")[0][0] == "CUDAExecutionProvider"
+    # a GPU without cuBLAS/cuDNN: "auto" stays quietly on the CPU
+    monkeypatch.setattr(providers, "cuda_libraries_ok", lambda: False)
+    assert providers.choose_providers("auto") == ["CPUExecutionProvider"]
 
 
 def test_loading_an_export_prints_nothing(exported):

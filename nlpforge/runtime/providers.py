@@ -34,6 +34,31 @@ def cuda_device_count() -> int:
     return count.value
 
 
+@functools.lru_cache(maxsize=1)
+def cuda_libraries_ok() -> bool:
+    """Whether the cuBLAS and cuDNN libraries the CUDA provider needs can be loaded.
+
+    onnxruntime-gpu asks for them only when a session starts, and logs errors when they are
+    missing; checking first keeps ``device="auto"`` quiet on a GPU machine without them.
+    """
+    import onnxruntime as ort
+
+    major = str(getattr(ort, "cuda_version", "") or "").split(".")[0]
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:  # finds CUDA libraries installed from pip (nvidia-* packages)
+        try:
+            preload(cuda=True, cudnn=True, msvc=False)
+        except Exception:
+            pass
+    names = [f"libcublasLt.so.{major}" if major else "libcublasLt.so", "libcudnn.so.9"]
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            return False
+    return True
+
+
 def choose_providers(device: str = "auto") -> list[Any]:
     """Providers for ``device``: CUDA then CPU where a GPU can be used, else CPU."""
     import onnxruntime as ort
@@ -49,6 +74,8 @@ def choose_providers(device: str = "auto") -> list[Any]:
             raise UsageError(f"device {device!r} asked for, but no usable CUDA GPU was found "
                              f"(needs onnxruntime-gpu and an NVIDIA driver); use --device cpu")
         return ["CPUExecutionProvider"]
+    if device == "auto" and not cuda_libraries_ok():
+        return ["CPUExecutionProvider"]
     index = int(device.split(":", 1)[1]) if ":" in device else 0
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
@@ -57,14 +84,17 @@ def make_session(path: str, device: str = "auto", threads: int | None = None) ->
     """An InferenceSession on the chosen providers, quiet unless something is really wrong."""
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)
+    providers = choose_providers(device)
+    # A CUDA provider that cannot start logs errors, then falls back to the CPU; under "auto"
+    # that fallback is expected, so only fatal messages are let through.
+    quiet = 4 if device == "auto" else 3
+    ort.set_default_logger_severity(quiet)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = quiet
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
-    providers = choose_providers(device)
     session = ort.InferenceSession(path, sess_options=options, providers=providers)
     if device not in ("auto", "cpu") and "CUDAExecutionProvider" not in session.get_providers():
         raise UsageError(f"device {device!r} asked for, but ONNX Runtime could not start its CUDA "
