@@ -23,6 +23,8 @@ from nlpforge.cli.options import parse_list, parse_task_options
 @click.option("--warmup-ratio", type=float, default=0.1, show_default=True)
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
+              help="Batch rows of similar length together (less padding, faster).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--labels", help="Comma-separated label set (default: read from the training data).")
 @click.option("--option", "task_options", multiple=True, metavar="NAME=VALUE",
@@ -31,7 +33,7 @@ from nlpforge.cli.options import parse_list, parse_task_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(task: str, model: str, train_file: str, validation_file: str | None, output: str,
           epochs: float, max_steps: int | None, batch_size: int, max_length: int | None,
-          lr: float, warmup_ratio: float, weight_decay: float, seed: int, device: str, labels: str | None,
+          lr: float, warmup_ratio: float, weight_decay: float, seed: int, group_by_length: bool, device: str, labels: str | None,
           task_options: tuple[str, ...], overwrite: bool, quiet: bool) -> None:
     """Fine-tune a model for a task and write a run dir."""
     from nlpforge.training.loop import TrainConfig
@@ -41,7 +43,7 @@ def train(task: str, model: str, train_file: str, validation_file: str | None, o
         task=task, model=model, train=train_file, validation=validation_file, output=output,
         task_options=parse_task_options(task_options), labels=parse_list(labels),
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length,
-        lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, device=device,
+        lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, group_by_length=group_by_length, device=device,
         overwrite=overwrite, progress=not quiet,
     )
     summary = run_training(config)

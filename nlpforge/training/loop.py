@@ -23,7 +23,8 @@ from nlpforge.plugins import get_plugin_manager
 from nlpforge.runtime.tokenizer import FEATURES, Tokenizer
 from nlpforge.training.models import (load_base_model, load_base_tokenizer, quiet_transformers,
                                       torch_runner)
-from nlpforge.runtime.batching import predict_rows
+from nlpforge.runtime.batching import predict_rows, row_size
+from nlpforge.training.batches import epoch_batches
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 42
+    group_by_length: bool = True
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
@@ -173,6 +175,7 @@ def _fit(task: Any, model: torch.nn.Module, tokenizer: Tokenizer, inputs: list[s
     from tqdm.auto import tqdm
 
     steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+    lengths = [row_size(row) for row in rows]
     total = math.ceil(config.epochs * steps_per_epoch)
     if config.max_steps:  # as in Hugging Face's Trainer, --max-steps overrides --epochs
         total = config.max_steps
@@ -189,9 +192,8 @@ def _fit(task: Any, model: torch.nn.Module, tokenizer: Tokenizer, inputs: list[s
     step, epoch, start, running = 0, 0, time.perf_counter(), None
     while step < total:
         epoch += 1
-        order = torch.randperm(len(rows), generator=generator).tolist()
-        for first in range(0, len(order), config.batch_size):
-            batch = [rows[i] for i in order[first:first + config.batch_size]]
+        for index in epoch_batches(lengths, config.batch_size, generator, config.group_by_length):
+            batch = [rows[i] for i in index]
             features = to_torch(task.encode(batch, tokenizer), inputs, device)
             features.update(to_torch(task.targets(batch), device=device))
             loss = task.compute_loss(model, features)

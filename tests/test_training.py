@@ -1,0 +1,66 @@
+"""The training loop's pieces: batch order, schedule, optimizer groups, config checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nlpforge.errors import UsageError
+from nlpforge.training.batches import epoch_batches
+from nlpforge.training.loop import TrainConfig, linear_schedule, make_optimizer
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_every_row_once_per_epoch(grouped):
+    lengths = [(i * 37) % 101 for i in range(1000)]
+    batches = epoch_batches(lengths, 16, torch.Generator().manual_seed(0), grouped)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000))
+    assert all(len(b) <= 16 for b in batches)
+    again = epoch_batches(lengths, 16, torch.Generator().manual_seed(0), grouped)
+    assert again == batches
+
+
+def test_grouping_by_length_cuts_padding():
+    lengths = [(i * 37) % 101 + 1 for i in range(3200)]
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    gen = torch.Generator().manual_seed(1)
+    grouped = padded(epoch_batches(lengths, 32, gen, True))
+    plain = padded(epoch_batches(lengths, 32, gen, False))
+    assert grouped < 0.7 * plain
+
+
+def test_linear_schedule_warms_up_then_decays():
+    param = torch.nn.Parameter(torch.zeros(2, 2))
+    opt = torch.optim.AdamW([param], lr=1.0)
+    sched = linear_schedule(opt, warmup=4, total=10)
+    rates = []
+    for _ in range(10):
+        rates.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert rates[4] == pytest.approx(1.0) and rates[-1] == pytest.approx(1 / 6)
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    groups = make_optimizer(model, 1e-3, 0.1).param_groups
+    assert [len(g["params"]) for g in groups] == [1, 3]
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "--epochs must be positive"),
+    ("batch_size", -1, "--batch-size must be positive"),
+    ("max_steps", 0, "--max-steps must be at least 1"),
+    ("warmup_ratio", 1.5, "--warmup-ratio"),
+    ("device", "tpu", "--device must be"),
+])
+def test_config_is_checked_before_work(field, value, message):
+    config = TrainConfig(task="t", model="m", train="x", output="o", **{field: value})
+    with pytest.raises(UsageError, match=message):
+        config.check()
