@@ -27,4 +27,4 @@ nlpforge predict exports/quickstart \
 
 echo "== nlpforge evaluate (the exported model on $DATA/validation.jsonl)"
 nlpforge evaluate exports/quickstart --data $DATA/validation.jsonl \
-    | python -c 'import json, sys; r = json.load(sys.stdin); m = r["metrics"]; print(f"accuracy {m[\"accuracy\"]:.4f}  macro-F1 {m[\"macro_f1\"]:.4f}  on {r[\"rows\"]} rows")'
+    | python -c 'import json, sys; r = json.load(sys.stdin); m = r["metrics"]; print("accuracy %.4f  macro-F1 %.4f  on %d rows" % (m["accuracy"], m["macro_f1"], r["rows"]))'
