@@ -95,6 +95,9 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if not directory.is_dir():
         raise ManifestError(f"{directory}: not a directory")
     path = directory / MANIFEST_NAME
+    if not path.is_file() and (directory / "train_config.json").is_file():
+        raise ManifestError(f"{directory}: training has not finished (no {MANIFEST_NAME}); "
+                            f"continue it with: nlpforge train --resume --output {directory}")
     if not path.is_file():
         raise ManifestError(f"{directory}: no {MANIFEST_NAME}; this is not an nlpforge run or "
                             f"export dir (make one with 'nlpforge train' or 'nlpforge export')")
@@ -117,7 +120,9 @@ def write_manifest(directory: str | os.PathLike, data: dict[str, Any]) -> Path:
     """Validate and write ``DIR/nlpforge.json``."""
     validate(data, f"{directory}/{MANIFEST_NAME}")
     path = Path(directory) / MANIFEST_NAME
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # the manifest appears whole: its presence marks a finished dir
     return path
 
 

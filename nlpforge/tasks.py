@@ -190,8 +190,17 @@ class Task:
         raise NotImplementedError
 
     def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
-        """The training loss of one batch. The default uses the head's own loss."""
+        """The mean training loss of one batch. The default uses the head's own loss."""
         return model(**batch).loss
+
+    def loss_units(self, batch: dict[str, Any]) -> int:
+        """How many terms ``compute_loss`` averages over: examples here, target tokens for
+        token-level tasks. Gradient accumulation and distributed training weight each
+        micro-batch by it, so N micro-batches give the gradient of one big batch."""
+        labels = batch.get("labels")
+        if labels is None:
+            labels = next(iter(batch.values()))
+        return int(labels.shape[0])
 
     def forward(self, model: Any, features: dict[str, Any]) -> dict[str, Any]:
         """Run the model on features; returns the tensors named in the export signature.

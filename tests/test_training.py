@@ -33,6 +33,23 @@ def test_grouping_by_length_cuts_padding():
     assert grouped < 0.7 * plain
 
 
+def test_cosine_and_constant_schedules():
+    from nlpforge.training.optim import make_scheduler
+
+    for name, last in (("cosine", 0.0), ("constant", 1.0)):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make_scheduler(name, opt, warmup=2, total=10)
+        rates = []
+        for _ in range(11):
+            rates.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        assert rates[:2] == pytest.approx([0.5, 1.0])
+        assert rates[10] == pytest.approx(last, abs=1e-9)
+        if name == "cosine":
+            assert rates[6] == pytest.approx(0.5)
+
+
 def test_linear_schedule_warms_up_then_decays():
     param = torch.nn.Parameter(torch.zeros(2, 2))
     opt = torch.optim.AdamW([param], lr=1.0)
@@ -56,7 +73,9 @@ def test_no_weight_decay_on_biases_and_norms():
 @pytest.mark.parametrize("field, value, message", [
     ("epochs", 0, "--epochs must be positive"),
     ("batch_size", -1, "--batch-size must be positive"),
-    ("max_steps", 0, "--max-steps must be at least 1"),
+    ("max_steps", 0, "--max-steps must be a whole number of at least 1"),
+    ("scheduler", "step", "--scheduler must be one of linear, cosine, constant"),
+    ("eval_strategy", "steps", "--eval-strategy steps needs --eval-steps"),
     ("warmup_ratio", 1.5, "--warmup-ratio"),
     ("device", "tpu", "--device must be"),
 ])

@@ -3,48 +3,109 @@
 from __future__ import annotations
 
 import json
+import os
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from nlpforge.cli.options import parse_list, parse_task_options
 
+CHOICES = {"scheduler": ("linear", "cosine", "constant"), "precision": ("fp32", "bf16", "fp16"),
+           "eval_strategy": ("epoch", "steps", "no")}
+
+
+def _options(func):
+    specs = [
+        ("--task", {"help": "Task id (see 'nlpforge tasks')."}),
+        ("--model", {"help": "Base model: a local directory or a Hub id."}),
+        ("--train", {"help": "Training data (.jsonl, .json, .csv, .tsv)."}),
+        ("--validation", {"help": "Validation data, evaluated each epoch (or --eval-steps)."}),
+        ("--output", {"help": "Run dir to write."}),
+        ("--config", {"help": "YAML, TOML or JSON file of settings (flags override it)."}),
+        ("--epochs", {"type": float, "help": "Passes over the data [3]."}),
+        ("--max-steps", {"type": int, "help": "Optimizer steps; overrides --epochs."}),
+        ("--batch-size", {"type": int, "help": "Rows per process and micro-batch [16]."}),
+        ("--eval-batch-size", {"type": int, "help": "[64]"}),
+        ("--gradient-accumulation-steps", {"type": int, "help": "Micro-batches per optimizer step [1]."}),
+        ("--max-length", {"type": int, "help": "Maximum tokens per input [the task's, capped by the model]."}),
+        ("--group-by-length/--no-group-by-length", {"default": None,
+                                                    "help": "Batch rows of similar length together [on]."}),
+        ("--lr", {"type": float, "help": "Peak learning rate [5e-5]."}),
+        ("--weight-decay", {"type": float, "help": "AdamW weight decay, not on biases and norms [0.01]."}),
+        ("--scheduler", {"type": click.Choice(CHOICES["scheduler"]), "help": "[linear]"}),
+        ("--warmup-ratio", {"type": float, "help": "Share of steps for warmup [0.1]."}),
+        ("--warmup-steps", {"type": int, "help": "Warmup steps (overrides --warmup-ratio)."}),
+        ("--max-grad-norm", {"type": float, "help": "Gradient clipping; 0 turns it off [1.0]."}),
+        ("--precision", {"type": click.Choice(CHOICES["precision"]),
+                         "help": "Autocast: bf16 (CPU or GPU), fp16 (GPU, with a grad scaler) [fp32]."}),
+        ("--device", {"help": "auto, cpu, cuda or cuda:N [auto]."}),
+        ("--seed", {"type": int, "help": "[42]"}),
+        ("--eval-strategy", {"type": click.Choice(CHOICES["eval_strategy"]), "help": "[epoch]"}),
+        ("--eval-steps", {"type": int, "help": "Evaluate every N steps (--eval-strategy steps)."}),
+        ("--metric", {"help": "Metric that picks the best model [the task's]."}),
+        ("--greater-is-better/--lower-is-better", {"default": None,
+                                                   "help": "Direction of --metric [the task's]."}),
+        ("--early-stopping-patience", {"type": int, "help": "Stop after N evaluations without improvement."}),
+        ("--early-stopping-min-delta", {"type": float, "help": "Smallest change that counts as improvement [0]."}),
+        ("--save-steps", {"type": int, "help": "Checkpoint every N steps [each epoch]."}),
+        ("--save-total-limit", {"type": int, "help": "Checkpoints kept, besides the best [2]."}),
+        ("--gradient-checkpointing", {"is_flag": True, "default": None,
+                                      "help": "Recompute activations to save memory."}),
+        ("--freeze-base", {"is_flag": True, "default": None, "help": "Train only the task head."}),
+        ("--lora-r", {"type": int, "help": "LoRA rank (needs peft); 0 = full fine-tuning [0]."}),
+        ("--lora-alpha", {"type": int, "help": "[16]"}),
+        ("--lora-dropout", {"type": float, "help": "[0.05]"}),
+        ("--lora-target-modules", {"help": "Comma-separated layer names [peft's default]."}),
+        ("--logging-steps", {"type": int, "help": "Write metrics.jsonl every N steps [10]."}),
+        ("--tensorboard/--no-tensorboard", {"default": None, "help": "Log to RUN/tensorboard when installed [on]."}),
+        ("--labels", {"help": "Comma-separated label set [read from the training data]."}),
+        ("--option", {"multiple": True, "metavar": "NAME=VALUE",
+                      "help": "A task option, e.g. multi_label=true (repeatable)."}),
+    ]
+    for flag, kwargs in reversed(specs):
+        func = click.option(flag, **kwargs)(func)
+    return func
+
 
 @click.command()
-@click.option("--task", required=True, help="Task id (see 'nlpforge tasks').")
-@click.option("--model", required=True, help="Base model: a local directory or a Hub id.")
-@click.option("--train", "train_file", required=True, help="Training data (.jsonl, .json, .csv, .tsv).")
-@click.option("--validation", "validation_file", help="Validation data, evaluated each epoch.")
-@click.option("--output", required=True, help="Run dir to write.")
-@click.option("--epochs", type=float, default=3.0, show_default=True)
-@click.option("--max-steps", type=int, help="Stop after this many optimizer steps (overrides --epochs).")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--max-length", type=int, help="Maximum tokens per input (default: the task's, capped by the model).")
-@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak learning rate.")
-@click.option("--warmup-ratio", type=float, default=0.1, show_default=True)
-@click.option("--weight-decay", type=float, default=0.01, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
-              help="Batch rows of similar length together (less padding, faster).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--labels", help="Comma-separated label set (default: read from the training data).")
-@click.option("--option", "task_options", multiple=True, metavar="NAME=VALUE",
-              help="A task option, e.g. multi_label=true (repeatable).")
+@_options
+@click.option("--resume", is_flag=True, help="Continue the unfinished run in --output from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run dir.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(task: str, model: str, train_file: str, validation_file: str | None, output: str,
-          epochs: float, max_steps: int | None, batch_size: int, max_length: int | None,
-          lr: float, warmup_ratio: float, weight_decay: float, seed: int, group_by_length: bool, device: str, labels: str | None,
-          task_options: tuple[str, ...], overwrite: bool, quiet: bool) -> None:
-    """Fine-tune a model for a task and write a run dir."""
-    from nlpforge.training.loop import TrainConfig
+@click.pass_context
+def train(ctx: click.Context, **params: Any) -> None:
+    """Fine-tune a model for a task and write a run dir.
+
+    \b
+    Settings come from defaults, then --config FILE, then flags. Under torchrun
+    (torchrun --nproc-per-node N -m nlpforge train ...) it trains with
+    DistributedDataParallel; rank 0 writes the run dir.
+    """
+    from nlpforge.training.config import build_config, read_config_file
+    from nlpforge.training.loop import resume_config
     from nlpforge.training.loop import train as run_training
 
-    config = TrainConfig(
-        task=task, model=model, train=train_file, validation=validation_file, output=output,
-        task_options=parse_task_options(task_options), labels=parse_list(labels),
-        epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length,
-        lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, group_by_length=group_by_length, device=device,
-        overwrite=overwrite, progress=not quiet,
-    )
+    given = {name: value for name, value in params.items()
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE and value is not None}
+    config_file = given.pop("config", None)
+    resume, overwrite, quiet = (given.pop(k, False) for k in ("resume", "overwrite", "quiet"))
+    if "option" in given:
+        given["task_options"] = parse_task_options(given.pop("option"))
+    if "labels" in given:
+        given["labels"] = parse_list(given["labels"])
+    if "lora_target_modules" in given:
+        given["lora_target_modules"] = parse_list(given["lora_target_modules"])
+    file_settings = read_config_file(config_file) if config_file else {}
+    if resume:
+        output = given.get("output") or file_settings.get("output")
+        if not output:
+            raise click.UsageError("--resume needs --output RUN_DIR")
+        base = resume_config(output).resolved()
+        config = build_config({**base, **file_settings}, given)
+    else:
+        config = build_config(file_settings, given)
+    config.resume, config.overwrite, config.progress = resume, overwrite, not quiet
     summary = run_training(config)
-    click.echo(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+        click.echo(json.dumps(summary, indent=2))

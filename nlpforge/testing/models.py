@@ -51,7 +51,7 @@ def train_wordpiece_tokenizer(directory: str | os.PathLike, vocab_size: int = 40
 
 
 def make_tiny_bert(directory: str | os.PathLike, seed: int = 0, hidden: int = 32,
-                   layers: int = 2) -> Path:
+                   layers: int = 2, dropout: float = 0.1) -> Path:
     """A randomly initialised 2-layer BERT with its tokenizer: a base model for tests."""
     import torch
     from transformers import BertConfig, BertModel
@@ -63,6 +63,8 @@ def make_tiny_bert(directory: str | os.PathLike, seed: int = 0, hidden: int = 32
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=2, intermediate_size=hidden * 2,
-                        max_position_embeddings=256, pad_token_id=0)
+                        max_position_embeddings=256, pad_token_id=0,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                        classifier_dropout=dropout)
     BertModel(config).save_pretrained(directory)
     return directory

@@ -1,0 +1,217 @@
+"""The trainer end to end: resume after a signal, accumulation, DDP, early stopping, config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import EXAMPLES, run_cli, write_jsonl
+
+TRAIN = str(EXAMPLES / "train.jsonl")
+VALID = str(EXAMPLES / "validation.jsonl")
+
+
+@pytest.fixture(scope="module")
+def still_bert(tmp_path_factory) -> Path:
+    """A tiny BERT without dropout: runs that should match can match exactly."""
+    from nlpforge.testing import make_tiny_bert
+
+    return make_tiny_bert(tmp_path_factory.mktemp("still") / "bert", dropout=0.0)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 1e-6) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=atol, rtol=0, msg=key)
+
+
+def base_args(model: Path, output: Path, *extra: str) -> list[str]:
+    return ["train", "--task", "text-classification", "--model", str(model), "--train", TRAIN,
+            "--output", str(output), "--batch-size", "8", "--lr", "1e-3", "--quiet",
+            "--no-tensorboard", *extra]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_bert, tmp_path):
+    """With dropout on: RNG states and the data position are restored exactly."""
+    extra = ("--max-steps", "70", "--save-steps", "5", "--validation", VALID)
+    straight = tmp_path / "straight"
+    result = run_cli(*base_args(tiny_bert, straight, *extra))
+    assert result.returncode == 0, result.stderr
+
+    run = tmp_path / "interrupted"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "nlpforge", *base_args(tiny_bert, run, *extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step-10").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in err and "Traceback" not in err
+    assert not (run / "nlpforge.json").exists()
+    stopped = json.loads(sorted((run / "checkpoints").glob("step-*"),
+                                key=lambda p: int(p.name[5:]))[-1].joinpath("trainer_state.json").read_text())
+    assert 10 <= stopped["step"] < 70
+
+    unfinished = run_cli("export", str(run), "--output", str(tmp_path / "e"))
+    assert unfinished.returncode != 0 and "training has not finished" in unfinished.stderr
+    again = run_cli("train", "--task", "text-classification", "--model", str(tiny_bert),
+                    "--train", TRAIN, "--output", str(run), "--quiet")
+    assert again.returncode != 0 and "--resume" in again.stderr
+
+    resumed = run_cli("train", "--resume", "--output", str(run), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["steps"] == 70
+    assert_same_weights(straight, run)
+    a = json.loads((straight / "nlpforge.json").read_text())["metrics"]
+    b = json.loads((run / "nlpforge.json").read_text())["metrics"]
+    assert a["accuracy"] == b["accuracy"]
+    changed = run_cli("train", "--resume", "--output", str(run), "--lr", "0.5")
+    assert changed.returncode != 0
+
+
+def test_accumulated_micro_batches_equal_one_big_batch(still_bert):
+    """Uneven micro-batches (8, 8, 4 rows) weighted by their units give the big batch's gradient."""
+    from nlpforge.runtime.tokenizer import Tokenizer
+    from nlpforge.training.loop import backward_micro_batches, to_torch
+    from nlpforge_text_classification import TextClassification
+
+    rows = [json.loads(line) for line in (EXAMPLES / "train.jsonl").read_text().splitlines()[:20]]
+    task = TextClassification()
+    task.fit(rows)
+    tok = Tokenizer.from_dir(still_bert, max_length=32, pad_id=0)
+    model = task.build_model(str(still_bert))
+
+    def tensors(part):
+        out = to_torch(task.encode(part, tok), ["input_ids", "attention_mask", "token_type_ids"])
+        out.update(to_torch(task.targets(part)))
+        return out
+
+    def grads():
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.zero_grad()
+    task.compute_loss(model, tensors(rows)).backward()
+    big = grads()
+    model.zero_grad()
+    micro = [(tensors(rows[i:j]), j - i) for i, j in ((0, 8), (8, 16), (16, 20))]
+    loss_sum = backward_micro_batches(task, model, micro, total_units=20)
+    small = grads()
+    assert big.keys() == small.keys()
+    for name in big:
+        torch.testing.assert_close(small[name], big[name], atol=1e-6, rtol=1e-4, msg=name)
+    with torch.no_grad():
+        whole = float(task.compute_loss(model, tensors(rows)))
+    assert loss_sum / 20 == pytest.approx(whole, rel=1e-5)
+
+
+def test_two_processes_equal_one_process_with_twice_the_batch(still_bert, tmp_path):
+    single, double = tmp_path / "single", tmp_path / "ddp"
+    common = ("--max-steps", "6", "--no-group-by-length", "--validation", VALID)
+    one = run_cli(*[a if a != "8" else "16" for a in base_args(still_bert, single, *common)])
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--standalone", "-m", "nlpforge",
+                          *base_args(still_bert, double, *common)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_weights(single, double, atol=2e-5)
+    manifest = json.loads((double / "nlpforge.json").read_text())
+    assert manifest["provenance"]["processes"] == 2
+    a = json.loads((single / "nlpforge.json").read_text())["metrics"]["accuracy"]
+    assert manifest["metrics"]["accuracy"] == pytest.approx(a)
+
+
+def test_early_stopping(tiny_bert, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli(*base_args(tiny_bert, run, "--validation", VALID, "--epochs", "10",
+                                "--lr", "1e-9", "--early-stopping-patience", "1",
+                                "--early-stopping-min-delta", "0.5", "--eval-strategy", "steps",
+                                "--eval-steps", "5"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["stopped_early"] and summary["steps"] == 10
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "eval" in line]
+    assert [e["step"] for e in evals] == [5, 10]
+
+
+def test_config_file_and_flags(tiny_bert, tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text(f'task = "text-classification"\nmodel = "{tiny_bert}"\ntrain = "{TRAIN}"\n'
+                      f'max-steps = 3\nbatch_size = 4\nscheduler = "cosine"\nlr = 0.001\n'
+                      f'[task_options]\nmulti_label = false\n')
+    run = tmp_path / "run"
+    result = run_cli("train", "--config", str(config), "--output", str(run), "--batch-size", "2",
+                     "--quiet", "--no-tensorboard")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["batch_size"] == 2 and saved["max_steps"] == 3 and saved["scheduler"] == "cosine"
+    assert json.loads((run / "nlpforge.json").read_text())["training"]["batch_size"] == 2
+
+    config.write_text('colour = "blue"\n')
+    bad = run_cli("train", "--config", str(config), "--output", str(tmp_path / "x"))
+    assert bad.returncode != 0 and "unknown setting 'colour'" in bad.stderr
+    config.write_text(f'task = "text-classification"\nmodel = "m"\ntrain = "t"\nepochs = "many"\n')
+    bad = run_cli("train", "--config", str(config), "--output", str(tmp_path / "x"))
+    assert bad.returncode != 0 and "--epochs: expected a number" in bad.stderr
+    yaml_config = tmp_path / "train.yaml"
+    yaml_config.write_text("warmup_ratio: 2\n")
+    bad = run_cli("train", "--config", str(yaml_config), "--task", "text-classification",
+                  "--model", "m", "--train", "t", "--output", str(tmp_path / "x"))
+    assert bad.returncode != 0 and "--warmup-ratio must be in [0, 1)" in bad.stderr
+
+
+def test_freeze_base_trains_only_the_head(still_bert, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli(*base_args(still_bert, run, "--max-steps", "3", "--freeze-base",
+                                "--precision", "bf16", "--gradient-checkpointing"))
+    assert result.returncode == 0, result.stderr
+    before = load_file(str(still_bert / "model.safetensors"))
+    after = weights(run)
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    torch.testing.assert_close(after[key], before[key.removeprefix("bert.")])
+    assert "classifier.weight" in after
+
+
+def test_lora_is_merged_on_save(tiny_bert, tmp_path):
+    pytest.importorskip("peft")
+    run = tmp_path / "run"
+    result = run_cli(*base_args(tiny_bert, run, "--max-steps", "3", "--lora-r", "4",
+                                "--lora-target-modules", "query,value"))
+    assert result.returncode == 0, result.stderr
+    keys = weights(run).keys()
+    assert not [k for k in keys if "lora" in k] and "classifier.weight" in keys
+    predicted = run_cli("predict", str(run), "a fine film")
+    assert predicted.returncode == 0, predicted.stderr
+
+
+def test_tensorboard_and_metrics_log(tiny_bert, tmp_path):
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    result = run_cli("train", "--task", "text-classification", "--model", str(tiny_bert),
+                     "--train", TRAIN, "--output", str(run), "--max-steps", "4",
+                     "--logging-steps", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2, 4]
+    assert all(x["examples_per_s"] > 0 and x["tokens_per_s"] > 0 for x in lines)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
