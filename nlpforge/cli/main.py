@@ -20,6 +20,7 @@ COMMANDS = {
     "evaluate": "nlpforge.cli.evaluate:evaluate",
     "tasks": "nlpforge.cli.listing:tasks",
     "plugins": "nlpforge.cli.listing:plugins",
+    "serve": "nlpforge.cli.serve:serve",
 }
 
 

@@ -1,0 +1,99 @@
+"""nlpforge serve: serve export dirs over HTTP (Open Inference Protocol + plain JSON)."""
+
+from __future__ import annotations
+
+import logging
+from importlib.util import find_spec
+
+import click
+
+from nlpforge.errors import UsageError
+
+_AT_LEAST_ONE = ("max_batch_size", "max_queue_size", "max_request_bytes", "threads")
+
+
+@click.command()
+@click.argument("export_dirs", nargs=-1, required=True, metavar="[NAME=]EXPORT_DIR...")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 exposes the server to the network.")
+@click.option("--port", type=int, default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--max-batch-size", type=int, default=32, show_default=True,
+              help="Most rows per model run.")
+@click.option("--max-queue-delay-ms", type=float, default=0.0, show_default=True,
+              help="Longest wait for more requests to fill a batch (0: run what is waiting; "
+                   "requests that arrive while the model is busy still share the next run).")
+@click.option("--max-queue-size", type=int, default=256, show_default=True,
+              help="Requests waiting per model; beyond it, 429 with Retry-After.")
+@click.option("--request-timeout-s", type=float, default=30.0, show_default=True,
+              help="A request not answered in time gets 504.")
+@click.option("--max-request-bytes", type=int, default=4 * 1024 * 1024, show_default=True,
+              help="Larger request bodies get 413.")
+@click.option("--truncate/--no-truncate", default=True, show_default=True,
+              help="Cut inputs over the model's token limit, or reject them with 422; "
+                   "a request may choose with parameters.truncate.")
+@click.option("--token", envvar="NLPFORGE_SERVE_TOKEN", metavar="TOKEN",
+              help="Require 'Authorization: Bearer TOKEN' (health probes and docs excepted). "
+                   "Prefer the NLPFORGE_SERVE_TOKEN variable: options show in ps.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, help="ONNX Runtime CPU threads per model (default: all).")
+@click.option("--shutdown-timeout-s", type=float, default=30.0, show_default=True,
+              help="On SIGTERM, how long requests in flight may take to finish.")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: int,
+          max_queue_delay_ms: float, max_queue_size: int, request_timeout_s: float,
+          max_request_bytes: int, truncate: bool, token: str | None, device: str,
+          threads: int | None, shutdown_timeout_s: float, access_log: bool) -> None:
+    """Serve export dirs over HTTP until SIGTERM or Ctrl-C.
+
+    \b
+    Each model is served as NAME (default: the dir's name):
+      POST /v2/models/NAME/infer      Open Inference Protocol (KServe v2, Triton clients)
+      POST /v1/models/NAME/predict    {"inputs": ["some text", ...]}
+      GET  /v2/health/ready, /metrics, /docs (interactive API docs)
+    """
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if find_spec(m) is None]
+    if missing:
+        raise UsageError(f"nlpforge serve needs the serve extra ({', '.join(missing)} missing): "
+                         f"pip install 'nlpforge[serve]'")
+    from nlpforge.serving.models import ServedModel, parse_model_arg
+    from nlpforge.serving.shutdown import bind, run
+    from nlpforge.serving.state import ServeSettings
+
+    values = {"max_batch_size": max_batch_size, "max_queue_size": max_queue_size,
+              "max_request_bytes": max_request_bytes, "threads": threads}
+    for name in _AT_LEAST_ONE:
+        if values[name] is not None and values[name] < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
+    for name, value in (("max-queue-delay-ms", max_queue_delay_ms),
+                        ("request-timeout-s", request_timeout_s),
+                        ("shutdown-timeout-s", shutdown_timeout_s)):
+        if value < 0 or (value == 0 and name != "max-queue-delay-ms"):
+            raise UsageError(f"--{name} must be positive, got {value:g}")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be 0 to 65535, got {port}")
+    specs = [parse_model_arg(arg) for arg in export_dirs]
+    names = [name for name, _ in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(f"two models are called '{name}'; name them with NAME=DIR")
+    sock = bind(host, port)
+    try:
+        models = [ServedModel.load(name, path, device=device, threads=threads)
+                  for name, path in specs]
+    except BaseException:
+        sock.close()
+        raise
+    from nlpforge.serving.app import create_app
+
+    settings = ServeSettings(max_batch_size, max_queue_delay_ms, max_queue_size,
+                             request_timeout_s, max_request_bytes, truncate, token)
+    app = create_app(models, settings)
+    address = sock.getsockname()
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{address[1]}"
+    logging.getLogger("nlpforge.serving").setLevel(logging.INFO)
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        click.echo(f"warning: listening on {host} without --token: anyone who can reach "
+                   f"this machine can use the models", err=True)
+    click.echo(f"serving {', '.join(names)} on {url} (API docs: {url}/docs); "
+               f"ready once warmed up", err=True)
+    run(app, sock, shutdown_timeout_s, access_log)

@@ -1,0 +1,150 @@
+"""The ASGI app: routes, error handling, middleware, OpenAPI, and the warm-up at start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, AsyncIterator, Sequence
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from nlpforge import __version__
+from nlpforge.errors import NlpforgeError
+from nlpforge.serving import generation, protocol, v1
+from nlpforge.serving.auth import BearerAuth
+from nlpforge.serving.batcher import DynamicBatcher
+from nlpforge.serving.metrics import CONTENT_TYPE
+from nlpforge.serving.middleware import LimitBody, ObserveRequests
+from nlpforge.serving.models import ServedModel
+from nlpforge.serving.state import ServerState, ServeSettings
+from nlpforge.serving.v2 import v2_routes
+
+log = logging.getLogger("nlpforge.serving")
+
+#: Request bodies read by hand (for Triton's binary extension and field-naming errors),
+#: documented in the OpenAPI components.
+BODY_MODELS = (protocol.InferenceRequest, v1.PredictRequest, generation.GenerateRequest,
+               generation.GenerateStreamEvent)
+
+DESCRIPTION = """Serves nlpforge export dirs. Clients of the Open Inference Protocol (KServe v2,
+Triton) work unchanged under `/v2`; `/v1/models/{name}/predict` takes plain JSON."""
+
+
+def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = None) -> FastAPI:
+    """The app serving ``models``; batchers start, and warm-up runs, when the app starts."""
+    state = ServerState(models, settings or ServeSettings())
+    app = FastAPI(title="nlpforge serve", version=__version__, description=DESCRIPTION,
+                  lifespan=_lifespan, redoc_url=None)
+    app.state.server = state
+    app.include_router(v2_routes(state))
+    app.include_router(generation.generation_routes(state))
+    app.include_router(v1.v1_routes(state))
+
+    @app.get("/metrics", tags=["Operations"], operation_id="metrics",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def metrics() -> Response:
+        """Prometheus metrics: requests by model/route/code, latency, queue time, batch size,
+        queue depth, in-flight requests."""
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    _add_error_handlers(app)
+    app.add_middleware(LimitBody, limit=state.settings.max_request_bytes)
+    if state.settings.token:
+        app.add_middleware(BearerAuth, token=state.settings.token)
+    app.add_middleware(ObserveRequests, metrics=state.metrics, models=state.models)
+    app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServerState = app.state.server
+    for model in state.models.values():
+        s = state.settings
+        batcher = DynamicBatcher(model.name, model.run_batch, state.metrics.models[model.name],
+                                 s.max_batch_size, s.max_queue_delay_ms, s.max_queue_size)
+        model.attach(batcher)
+        batcher.start()
+    warming = asyncio.create_task(_warm_up(state))
+    try:
+        yield
+    finally:
+        state.draining = True
+        warming.cancel()
+        for model in state.models.values():
+            if model.batcher is not None:
+                await model.batcher.stop()
+
+
+async def _warm_up(state: ServerState) -> None:
+    """Readiness comes only after every model has run full and long batches once."""
+    try:
+        for model in state.models.values():
+            assert model.batcher is not None
+            await model.batcher.run_on_model_thread(model.warm_up)
+    except Exception:
+        log.error("warm-up failed; the server stays not ready", exc_info=True)
+        return
+    state.ready = True
+    log.info("ready: %s warmed up", ", ".join(state.models))
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NlpforgeError)
+    async def nlpforge_error(request: Request, exc: NlpforgeError) -> Response:
+        # ServingError carries its status; a DataError is a request that does not fit the task.
+        return _error(getattr(exc, "status", 400), str(exc), getattr(exc, "headers", None))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        error = exc.errors()[0]
+        return _error(400, f"field '{protocol.field_path(error['loc'])}': {error['msg']}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
+    """FastAPI's document, plus the hand-read request bodies and this server's model names."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in BODY_MODELS:
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    for name in ("HTTPValidationError", "ValidationError"):  # errors are 400s named above
+        components.pop(name, None)
+    enums = {"model_name": sorted(state.models), "model_version": [ServedModel.version]}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                del responses["422"]
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter["name"] in enums:
+                    parameter["schema"]["enum"] = enums[parameter["name"]]
+    if state.settings.token:
+        schema["components"]["securitySchemes"] = {"bearer": {"type": "http",
+                                                              "scheme": "bearer"}}
+        schema["security"] = [{"bearer": []}]
+    app.openapi_schema = schema
+    return schema

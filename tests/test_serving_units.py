@@ -1,0 +1,162 @@
+"""The serving pieces without a server: v2 parsing and encoding, the batcher, model names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from nlpforge.errors import UsageError
+from nlpforge.serving.batcher import DynamicBatcher, Job
+from nlpforge.serving.errors import BadRequest, Overloaded, RequestTimeout
+from nlpforge.serving.metrics import Metrics
+from nlpforge.serving.models import parse_model_arg
+from nlpforge.serving.protocol import OutputTensor, encode_infer_response, parse_infer_request
+
+
+def body(*inputs, **extra) -> bytes:
+    return json.dumps({"inputs": list(inputs), **extra}).encode()
+
+
+def tensor(name="input_ids", shape=(1, 2), datatype="INT64", data=None, **extra) -> dict:
+    return {"name": name, "shape": list(shape), "datatype": datatype,
+            "data": [1, 2] if data is None else data, **extra}
+
+
+def test_flat_and_nested_data_decode_alike():
+    flat = parse_infer_request(body(tensor(shape=[2, 2], data=[1, 2, 3, 4])))
+    nested = parse_infer_request(body(tensor(shape=[2, 2], data=[[1, 2], [3, 4]])))
+    assert flat.inputs[0].data.tolist() == nested.inputs[0].data.tolist() == [[1, 2], [3, 4]]
+    text = parse_infer_request(body(tensor("text", [2, 1], "BYTES", [["a"], ["b"]])), None)
+    assert text.inputs[0].data == ["a", "b"]
+
+
+@pytest.mark.parametrize("request_body, field", [
+    (b"{not json", "not valid JSON"),
+    (b"[]", "request body"),
+    (json.dumps({"inputs": []}).encode(), "field 'inputs'"),
+    (body({"name": "x", "shape": [1], "datatype": "INT64"}), "inputs[0].data"),
+    (body(tensor(shape="2")), "inputs[0].shape"),
+    (body(tensor(datatype="INT65")), "inputs[0].datatype"),
+    (body(tensor(shape=[3])), "inputs[0].data"),
+    (body(tensor(data=[[1], [2, 3]])), "inputs[0].data"),
+    (body(tensor(data=["a", "b"])), "inputs[0].data"),
+    (body(tensor(data=[1.5, 2])), "inputs[0].data"),
+    (body(tensor(data=[2 ** 70, 1])), "inputs[0].data"),
+    (body(tensor(shape=[-1, 2])), "inputs[0].shape"),
+    (body(tensor("text", [1], "BYTES", [3])), "inputs[0].data[0]"),
+    (body(tensor(), tensor()), "inputs[1].name"),
+    (body(tensor(), parameters={"x": [1]}), "parameters.x"),
+    (body(tensor(), outputs=[{"name": "y", "parameters": {"classification": 2}}]),
+     "outputs[0].parameters.classification"),
+    (body(tensor(), id=7), "field 'id'"),
+])
+def test_malformed_requests_name_the_field(request_body, field):
+    with pytest.raises(BadRequest) as info:
+        parse_infer_request(request_body)
+    assert field in str(info.value)
+
+
+def test_binary_tensor_extension_round_trip():
+    ids = np.array([[5, 6, 7]], dtype=np.int64)
+    texts = [b"caf\xc3\xa9", b"x"]
+    raw_text = b"".join(struct.pack("<I", len(t)) + t for t in texts)
+    head = json.dumps({"inputs": [
+        {"name": "input_ids", "shape": [1, 3], "datatype": "INT64",
+         "parameters": {"binary_data_size": ids.nbytes}},
+        {"name": "text", "shape": [2], "datatype": "BYTES",
+         "parameters": {"binary_data_size": len(raw_text)}}],
+        "outputs": [{"name": "logits", "parameters": {"binary_data": True}}, {"name": "label"}],
+    }).encode()
+    parsed = parse_infer_request(head + ids.tobytes() + raw_text, str(len(head)))
+    assert parsed.inputs[0].data.tolist() == [[5, 6, 7]]
+    assert parsed.inputs[1].data == ["café", "x"]
+    assert parsed.outputs == [("logits", True), ("label", False)]
+    with pytest.raises(BadRequest, match="binary_data_size"):
+        parse_infer_request(head + ids.tobytes(), str(len(head)))
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
+        parse_infer_request(head, "many")
+
+    logits = np.array([[0.5, -1.0]], dtype=np.float32)
+    outputs = [(OutputTensor.from_array("logits", logits), True),
+               (OutputTensor("label", "BYTES", (1,), ["positive"]), False)]
+    data, headers = encode_infer_response("m", "1", "7", outputs)
+    size = int(headers["Inference-Header-Content-Length"])
+    response = json.loads(data[:size])
+    assert response["id"] == "7" and response["outputs"][1]["data"] == ["positive"]
+    assert response["outputs"][0]["parameters"]["binary_data_size"] == 8
+    assert np.frombuffer(data[size:], dtype="<f4").tolist() == [0.5, -1.0]
+
+
+def test_model_names_are_safe_path_segments():
+    assert parse_model_arg("exports/sentiment/") == ("sentiment", __import__("pathlib").Path(
+        "exports/sentiment/"))
+    assert parse_model_arg("sst=exports/x")[0] == "sst"
+    for bad in ("../x=exports/x", "a/b=exports/x", "..", "=exports/x", "x y=exports/x"):
+        with pytest.raises(UsageError, match="model name"):
+            parse_model_arg(bad)
+
+
+def make_batcher(run_batch, **kwargs) -> DynamicBatcher:
+    metrics = Metrics(["m"])
+    return DynamicBatcher("m", run_batch, metrics.models["m"], **kwargs)
+
+
+def test_batcher_groups_by_length_and_bounds_its_queue():
+    seen: list[list[int]] = []
+
+    def run_batch(jobs):
+        seen.append([job.length for job in jobs])
+        return [job.payload * 10 for job in jobs]
+
+    async def scenario():
+        batcher = make_batcher(run_batch, max_batch_size=2, max_queue_delay_ms=50,
+                               max_queue_size=6)
+        batcher.start()
+        lengths = [9, 1, 8, 2, 7, 3]
+        calls = [batcher.submit("k", i, 1, n, timeout=10) for i, n in enumerate(lengths)]
+        results = await asyncio.gather(*calls, batcher.submit("k", 0, 1, 1, timeout=10),
+                                       return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert results[:6] == [0, 10, 20, 30, 40, 50]
+    assert isinstance(results[6], Overloaded) and results[6].headers["Retry-After"]
+    assert sorted(n for batch in seen for n in batch) == [1, 2, 3, 7, 8, 9]
+    assert all(len(batch) <= 2 and batch == sorted(batch) for batch in seen)
+    assert [n for batch in seen for n in batch] == [1, 2, 3, 7, 8, 9]  # grouped by length
+
+
+def test_batcher_splits_by_length_to_limit_padding():
+    batcher = make_batcher(lambda jobs: [], max_batch_size=8)
+    jobs = [Job("k", None, 1, n, None, 0.0) for n in (10, 11, 12, 13, 100, 101, 102, 103)]
+    assert [[j.length for j in b] for b in batcher._group(jobs)] == [
+        [10, 11, 12, 13], [100, 101, 102, 103]]  # not one batch padded to 103
+    same = [Job("k", None, 1, 50, None, 0.0) for _ in range(8)]
+    assert [len(b) for b in batcher._group(same)] == [8]  # equal lengths: one run
+
+
+def test_batcher_times_out_and_isolates_failures():
+    def run_batch(jobs):
+        return [ValueError("bad row") if job.payload == "bad" else "ok" for job in jobs]
+
+    async def scenario():
+        batcher = make_batcher(run_batch, max_batch_size=8, max_queue_delay_ms=200)
+        batcher.start()
+        late = batcher.submit("k", "x", 1, 1, timeout=0.01)
+        both = asyncio.gather(batcher.submit("k", "bad", 1, 1, timeout=10),
+                              batcher.submit("k", "good", 1, 1, timeout=10),
+                              return_exceptions=True)
+        with pytest.raises(RequestTimeout):
+            await late
+        assert batcher.depth == 2  # the timed-out request gave its place back at once
+        results = await both
+        await batcher.stop()
+        return results
+
+    bad, good = asyncio.run(scenario())
+    assert isinstance(bad, ValueError) and good == "ok"

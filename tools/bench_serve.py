@@ -1,0 +1,202 @@
+"""Benchmark nlpforge serve on the packaged MiniLM fine-tuned on SST-2; all figures from one run.
+
+Each contender runs in its own process with the same CPU threads, one after another:
+  - the in-process Predictor, one sentence per call (the reference for server overhead);
+  - nlpforge serve with dynamic batching (its defaults);
+  - nlpforge serve --max-batch-size 1;
+  - tools/serve_baseline.py: FastAPI + a Hugging Face pipeline called per request.
+tools/loadgen.py drives each server at concurrency 1, 8, 32 and 64 with SST-2 validation
+sentences over v2 infer (the baseline over its own /predict). Then a soak: a fresh nlpforge
+serve, 1,000 warm-up requests, then --soak requests at concurrency 32, resident memory measured
+before and after. Writes tools/out/serve/bench.md and bench.json.
+
+    python tools/bench_serve.py [--threads N] [--requests 2000] [--seconds 20] [--soak 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import SST2, LEVELS, loopback_target, build_requests, read_texts, run_level, \
+    run_levels, table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tools" / "out" / "serve"
+
+
+def model_dirs() -> tuple[Path, Path]:
+    """(run dir, export dir): the full SST-2 run when it exists, else the subset one."""
+    for name in ("sst2-full", "sst2"):
+        base = ROOT / "tools" / "out" / name
+        if (base / "export" / "model.onnx").is_file() and (base / "run" / "config.json").is_file():
+            return base / "run", base / "export"
+    sys.exit("bench_serve: no tools/out/sst2*/{run,export}; run tools/sst2_parity.py first")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Process:
+    """A server in its own process, ready once ``health`` answers 200."""
+
+    def __init__(self, args: list[str], port: int, health: str):
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + health, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"bench_serve: {' '.join(args)} did not start")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(120)
+
+
+def nlpforge_serve(export: Path, threads: int, *options: str) -> Process:
+    port = free_port()
+    return Process([sys.executable, "-m", "nlpforge", "serve", f"sst2={export}", "--port",
+                    str(port), "--threads", str(threads), *options], port, "/v2/health/ready")
+
+
+def in_process_latency(export: Path, threads: int, texts: list[str], count: int) -> dict:
+    """p50/p95 of Predictor.predict([text]), measured in a process of its own."""
+    code = f"""
+import json, sys, time
+import nlpforge
+texts = json.loads(sys.stdin.read())
+predictor = nlpforge.load({str(export)!r}, threads={threads})
+for text in texts[:50]:
+    predictor.predict([text])
+times = []
+for text in texts:
+    t0 = time.perf_counter(); predictor.predict([text]); times.append(time.perf_counter() - t0)
+times.sort()
+print(json.dumps({{"p50_ms": times[len(times) // 2] * 1000,
+                   "p95_ms": times[int(len(times) * 0.95)] * 1000, "calls": len(times)}}))
+"""
+    sample = (texts * (count // len(texts) + 1))[:count]
+    result = subprocess.run([sys.executable, "-c", code], input=json.dumps(sample),
+                            capture_output=True, text=True, check=True)
+    return {k: round(v, 2) for k, v in json.loads(result.stdout).items()}
+
+
+def soak(export: Path, threads: int, texts: list[str], count: int) -> dict:
+    server = nlpforge_serve(export, threads)
+    try:
+        host, port = loopback_target(server.url)
+        requests = build_requests(host, "v2", "sst2", texts)
+        asyncio.run(run_level(host, port, requests, 32, 1000, 600))
+        before = rss_mb(server.proc.pid)
+        result = asyncio.run(run_level(host, port, requests, 32, count, 3600))
+        after = rss_mb(server.proc.pid)
+    finally:
+        server.stop()
+    return {**result, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
+            "rss_growth_pct": round((after - before) / before * 100, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--requests", type=int, default=2000, help="most requests per level")
+    parser.add_argument("--seconds", type=float, default=20.0, help="most seconds per level")
+    parser.add_argument("--soak", type=int, default=10_000, help="soak requests (0: none)")
+    parser.add_argument("--data", default=str(SST2))
+    args = parser.parse_args()
+    run_dir, export = model_dirs()
+    texts = read_texts(args.data)
+    report: dict = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                    "run_dir": str(run_dir), "export_dir": str(export), "threads": args.threads,
+                    "cpus": os.cpu_count(), "load_average_start": os.getloadavg()}
+    bounds = dict(max_requests=args.requests, max_seconds=args.seconds)
+
+    report["in_process"] = in_process_latency(export, args.threads, texts, 500)
+    print("in-process predictor:", report["in_process"], flush=True)
+    contenders = [
+        ("nlpforge serve", lambda: nlpforge_serve(export, args.threads), "v2"),
+        ("nlpforge serve --max-batch-size 1",
+         lambda: nlpforge_serve(export, args.threads, "--max-batch-size", "1"), "v2"),
+        ("FastAPI + HF pipeline", lambda: Process(
+            [sys.executable, str(ROOT / "tools" / "serve_baseline.py"), str(run_dir),
+             "--port", str(port := free_port()), "--threads", str(args.threads)],
+            port, "/health"), "baseline"),
+    ]
+    report["servers"] = {}
+    for name, start, route in contenders:
+        server = start()
+        try:
+            results = run_levels(server.url, route, "sst2", texts, LEVELS, **bounds)
+        finally:
+            server.stop()
+        report["servers"][name] = results
+        print(f"\n{name}\n{table(results)}", flush=True)
+    if args.soak:
+        report["soak"] = soak(export, args.threads, texts, args.soak)
+        print("\nsoak:", report["soak"], flush=True)
+    report["load_average_end"] = os.getloadavg()
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (OUT / "bench.md").write_text(render(report))
+    print("\n" + render(report))
+
+
+def throughput_at(results: list[dict], concurrency: int) -> float:
+    return next(r["throughput"] for r in results if r["concurrency"] == concurrency)
+
+
+def render(report: dict) -> str:
+    servers = report["servers"]
+    batched, single, baseline = (servers[k] for k in (
+        "nlpforge serve", "nlpforge serve --max-batch-size 1", "FastAPI + HF pipeline"))
+    c1 = next(r for r in batched if r["concurrency"] == 1)
+    lines = ["# nlpforge serve benchmark\n",
+             f"`{report['command']}` — export `{report['export_dir']}`, {report['threads']} "
+             f"threads per contender, {report['cpus']} CPUs, load average at start "
+             f"{report['load_average_start'][0]:.2f}, at end {report['load_average_end'][0]:.2f}.\n",
+             "| claim | measured |", "| --- | --- |",
+             f"| throughput at 32 clients, batching vs --max-batch-size 1 | "
+             f"{throughput_at(batched, 32) / throughput_at(single, 32):.2f}x |",
+             f"| throughput at 32 clients, batching vs FastAPI + HF pipeline | "
+             f"{throughput_at(batched, 32) / throughput_at(baseline, 32):.2f}x |",
+             f"| p50 at concurrency 1: server {c1['p50_ms']} ms vs in-process "
+             f"{report['in_process']['p50_ms']} ms | "
+             f"{c1['p50_ms'] - report['in_process']['p50_ms']:+.2f} ms |"]
+    if "soak" in report:
+        s = report["soak"]
+        lines.append(f"| soak: {s['requests']} requests at 32 clients | errors "
+                     f"{s['errors'] or 'none'}, RSS {s['rss_before_mb']} → {s['rss_after_mb']} "
+                     f"MB ({s['rss_growth_pct']:+.2f}%) |")
+    for name, results in servers.items():
+        lines += ["", f"## {name}", "", table(results)]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

