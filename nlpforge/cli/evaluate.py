@@ -15,11 +15,11 @@ from nlpforge.cli.predict import open_model, with_model_options
 @click.option("--predictions", "predictions_file", help="Also write each prediction to this JSON Lines file.")
 @with_model_options
 def evaluate(model_dir: str, data: str, predictions_file: str | None, batch_size: int,
-             device: str, threads: int | None) -> None:
+             device: str, threads: int | None, variant: str | None) -> None:
     """Metrics of a run dir (PyTorch) or export dir (ONNX) on labelled data, as JSON."""
     from nlpforge.data import read_dataset
 
-    task, run = open_model(model_dir, device, threads, batch_size)
+    task, run = open_model(model_dir, device, threads, batch_size, variant)
     dataset = read_dataset(data, task, training=True)
     predictions = run(dataset.rows)
     metrics = task.metrics(predictions, dataset.rows)

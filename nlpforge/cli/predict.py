@@ -13,7 +13,8 @@ from nlpforge.errors import UsageError
 Predict = Callable[[list[dict]], list[dict]]
 
 
-def open_model(path: str, device: str, threads: int | None, batch_size: int) -> tuple[Any, Predict]:
+def open_model(path: str, device: str, threads: int | None, batch_size: int,
+               variant: str | None = None) -> tuple[Any, Predict]:
     """Task and predict function of an export dir (ONNX) or a run dir (PyTorch)."""
     from nlpforge.manifest import read_manifest
 
@@ -24,8 +25,12 @@ def open_model(path: str, device: str, threads: int | None, batch_size: int) -> 
     if read_manifest(path)["kind"] == "export":
         from nlpforge.runtime.predictor import Predictor
 
-        predictor = Predictor.load(path, device=device, threads=threads, batch_size=batch_size)
+        predictor = Predictor.load(path, device=device, threads=threads, batch_size=batch_size,
+                                   variant=variant)
         return predictor.task, predictor.predict
+    if variant is not None:
+        raise UsageError(f"--variant {variant}: {path} is a run dir (PyTorch); variants belong "
+                         f"to export dirs")
     from nlpforge.runtime.batching import predict_rows
     from nlpforge.training.models import load_run, torch_runner
 
@@ -44,6 +49,9 @@ model_options = [
     click.option("--batch-size", type=int, default=32, show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--threads", type=int, help="CPU threads (default: all cores)."),
+    click.option("--variant", type=click.Choice(["fp32", "optimized", "int8", "fp16"]),
+                 help="Export dirs: the model file to run (default: optimized if exported, "
+                      "else fp32)."),
 ]
 
 
@@ -59,11 +67,11 @@ def with_model_options(func: Callable) -> Callable:
 @click.option("--input", "input_file", help="Requests file (.jsonl, .json, .csv, .tsv); '-' reads text lines from stdin.")
 @with_model_options
 def predict(model_dir: str, texts: tuple[str, ...], input_file: str | None, batch_size: int,
-            device: str, threads: int | None) -> None:
+            device: str, threads: int | None, variant: str | None) -> None:
     """Predict with an export dir (or a run dir); one JSON object per input on stdout."""
     from nlpforge.data import read_dataset
 
-    task, run = open_model(model_dir, device, threads, batch_size)
+    task, run = open_model(model_dir, device, threads, batch_size, variant)
     first = task.request_fields[0].name
     rows: list[dict] = [{first: text} for text in texts]
     if input_file == "-":

@@ -1,153 +1,250 @@
-"""nlpforge export: run dir → validated ONNX export dir."""
+"""nlpforge export: run dir → validated ONNX export dir (or a Triton model repository entry).
+
+The orchestrator: convert (``convert.py``), validate (``validate.py``), then the variants the
+user asked for — optimized (``optimize.py``), int8 (``quantize.py`` + ``quality.py``), fp16
+(``fp16.py``) — each validated, then the files, the manifest, a smoke test through the
+torch-free runtime, and for ``--format triton`` the ``config.pbtxt`` (``triton.py``). Everything
+is built in a temp dir that is renamed into place only when all of it passed.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
+import errno
 import shutil
 import time
-import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+import onnxruntime  # noqa: F401  (loaded before any file is written: see cli/export.py)
 import torch
 
 from nlpforge.atomic import atomic_dir, check_output
 from nlpforge.errors import ExportError, UsageError
-from nlpforge.export.validate import compare, encoder_cases, encoder_features
+from nlpforge.export import files
+from nlpforge.export.convert import ExportWrapper, eager_attention, to_onnx, vocab_size
+from nlpforge.export.fp16 import RELATIVE_TOLERANCE, convert_fp16, validate_fp16
+from nlpforge.export.optimize import LEVELS, optimize
+from nlpforge.export.quality import int8_validation, quality_data, run_validation_file
+from nlpforge.export.quantize import quantize_int8
+from nlpforge.export.run_checks import check_run
+from nlpforge.export.triton import VERSION, TritonOptions, write_config
+from nlpforge.export.validate import (Features, Runner, compare, differences, encoder_cases,
+                                      encoder_features, memoized, onnx_runner)
 from nlpforge.manifest import write_manifest
 from nlpforge.tasks import Signature
 from nlpforge.training.models import load_run
 
 MODEL_FILE = "model.onnx"
+#: Variant name → file; ``fp32`` is the exported graph itself.
+VARIANT_FILES = {"fp32": MODEL_FILE, "optimized": "model.optimized.onnx",
+                 "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+FORMATS = ("onnx", "triton")
+QUANTIZE = ("none", "int8")
 #: Files copied from the run dir so the export dir is self-contained (and loadable by optimum).
 COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
           "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
           "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja")
-TWO_GB = 2 * 1024**3
+TWO_GB = files.TWO_GB
 
 
-class ExportWrapper(torch.nn.Module):
-    """Positional tensors in, the task's named outputs out, in signature order."""
+@dataclass
+class ExportOptions:
+    """What ``nlpforge export`` makes; the CLI options map one to one."""
 
-    def __init__(self, task: Any, model: torch.nn.Module, signature: Signature):
-        super().__init__()
-        self.task, self.model, self.signature = task, model, signature
+    opset: int | None = None
+    atol: float = 1e-4
+    overwrite: bool = False
+    optimize: str = "none"
+    quantize: str = "none"
+    calibration_data: str | None = None
+    max_metric_drop: float = 1.0
+    force: bool = False
+    fp16: bool = False
+    format: str = "onnx"
+    triton: TritonOptions = field(default_factory=TritonOptions)
+    external_data_threshold: int = TWO_GB
 
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.task.forward(self.model, dict(zip(self.signature.inputs, inputs)))
-        return tuple(outputs[name] for name in self.signature.outputs)
+    def check(self) -> None:
+        if self.atol <= 0:
+            raise UsageError(f"--atol must be positive, got {self.atol}")
+        if self.opset is not None and not 14 <= self.opset <= 23:
+            raise UsageError(f"--opset must be between 14 and 23, got {self.opset}")
+        for name, value, allowed in (("--optimize", self.optimize, LEVELS),
+                                     ("--quantize", self.quantize, QUANTIZE),
+                                     ("--format", self.format, FORMATS)):
+            if value not in allowed:
+                raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.max_metric_drop < 0:
+            raise UsageError(f"--max-metric-drop must be 0 or more, got {self.max_metric_drop}")
+        if self.external_data_threshold < 1:
+            raise UsageError("--external-data-threshold must be at least 1 byte")
+        if self.calibration_data is not None and self.quantize == "none":
+            raise UsageError("--calibration-data is used by --quantize int8; add --quantize int8")
+        self.triton.check()
+        if self.triton.variant is not None and self.triton.variant not in self.variants():
+            raise UsageError(f"--triton-variant {self.triton.variant}: this export makes "
+                             f"{', '.join(self.variants())}")
 
-
-@contextlib.contextmanager
-def quiet_exporter() -> Iterator[None]:
-    """The exporter prints progress and warnings meant for its developers; keep them out."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
-                                              "onnxscript", "torch.fx")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def to_onnx(wrapper: ExportWrapper, dummy: dict[str, np.ndarray], path: Path,
-            opset: int | None, external_data: bool = False) -> int:
-    """Export with torch.onnx's dynamo exporter; returns the opset used."""
-    signature = wrapper.signature
-    dims: dict[str, Any] = {}
-    shapes = []
-    for name in signature.inputs:
-        axes = signature.dynamic_axes.get(name, {})
-        shapes.append({axis: dims.setdefault(label, torch.export.Dim(label, min=1, max=1 << 20))
-                       for axis, label in axes.items()})
-    args = tuple(torch.from_numpy(dummy[name]) for name in signature.inputs)
-    with quiet_exporter():
-        program = torch.onnx.export(
-            wrapper, args, dynamo=True, input_names=list(signature.inputs),
-            output_names=list(signature.outputs), dynamic_shapes=(tuple(shapes),),
-            opset_version=opset, external_data=external_data, verbose=False,
-        )
-        program.save(str(path), external_data=external_data)
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    def variants(self) -> list[str]:
+        """The variants this export writes, in the order they are made."""
+        made = {"fp32": True, "optimized": self.optimize != "none",
+                "int8": self.quantize == "int8", "fp16": self.fp16}
+        return [name for name, on in made.items() if on]
 
 
-def _eager_attention(model: Any) -> None:
-    """Export the plain attention code path: it gives ONNX Runtime the simplest graph."""
-    setter = getattr(model, "set_attn_implementation", None)
-    if setter is not None:
-        try:
-            setter("eager")
-            return
-        except Exception:
-            pass
-    if hasattr(model, "config"):
-        model.config._attn_implementation = "eager"
+@dataclass
+class Validator:
+    """Checks ONNX files against PyTorch on shapes the trace never saw (the reference is
+    computed once and shared by every check)."""
+
+    cases: list[tuple[str, Features]]
+    reference: Runner
+    outputs: tuple[str, ...]
+
+    def check(self, path: Path, atol: float, runner: Runner | None = None) -> dict[str, Any]:
+        """The validation report; ExportError when an output is off by more than ``atol``."""
+        return compare(self.cases, self.reference, runner or onnx_runner(path, self.outputs), atol)
+
+    def measure(self, path: Path) -> dict[str, float]:
+        """Max abs difference per output, without a verdict (for lossy variants)."""
+        worst, _, _ = differences(self.cases, self.reference, onnx_runner(path, self.outputs))
+        return {k: round(v, 6) for k, v in worst.items()}
+
+    def scale(self) -> float:
+        """The largest magnitude of any reference output."""
+        return max(float(np.max(np.abs(v))) if v.size else 0.0
+                   for _, f in self.cases for v in self.reference(f).values())
 
 
-def export_run(run_dir: str, output: str, opset: int | None = None, atol: float = 1e-4,
-               overwrite: bool = False) -> dict[str, Any]:
-    """Export ``run_dir`` to ``output``; nothing is written unless validation passes."""
-    if atol <= 0:
-        raise UsageError(f"--atol must be positive, got {atol}")
-    if opset is not None and not 14 <= opset <= 23:
-        raise UsageError(f"--opset must be between 14 and 23, got {opset}")
-    check_output(output, overwrite, "export dir")
+def export_run(run_dir: str, output: str, **options: Any) -> dict[str, Any]:
+    """Export ``run_dir`` to ``output`` (keywords: ExportOptions' fields); nothing is written
+    unless every model file passes its validation. Returns the export manifest."""
+    opts = ExportOptions(**options)
+    opts.check()
+    triton = opts.format == "triton"
+    check_output(output, opts.overwrite, "Triton model dir" if triton else "export dir")
     manifest, task, model, tokenizer = load_run(run_dir)
-    _eager_attention(model)
+    check_run(Path(run_dir), manifest, model)
+    data = None
+    if opts.quantize == "int8" and not (opts.force and opts.calibration_data is None
+                                        and not run_validation_file(manifest)):
+        data = quality_data(opts.calibration_data, manifest, task)
+    eager_attention(model)
     model.eval()
     signature = task.export_signature(manifest.get("model_inputs", []))
-    vocab = int(getattr(model.config, "vocab_size", 100))
     wrapper = ExportWrapper(task, model, signature).eval()
     start = time.perf_counter()
-    with atomic_dir(output, overwrite) as tmp:
-        size = sum(p.numel() * p.element_size() for p in model.parameters())
-        dummy = encoder_features(signature.inputs, 2, 8, vocab, padded=True, seed=1234)
-        try:
-            used_opset = to_onnx(wrapper, dummy, tmp / MODEL_FILE, opset,
-                                 external_data=size >= TWO_GB)
-        except ExportError:
-            raise
-        except Exception as exc:
-            raise ExportError(f"torch.onnx could not export {run_dir}: {_reason(exc)}")
-        wrapper.eval()
-        model.eval()  # the exporter restores training flags; references need eval mode
-        report = _validate(wrapper, tmp / MODEL_FILE, signature, vocab,
-                           tokenizer.max_length, atol)
-        for name in COPIED:
-            if (Path(run_dir) / name).is_file():
-                shutil.copy2(Path(run_dir) / name, tmp / name)
-        export_manifest = {
-            **manifest,
-            "kind": "export",
-            "io": {"model": MODEL_FILE, "inputs": list(signature.inputs),
-                   "outputs": list(signature.outputs),
-                   "dynamic_axes": {k: {str(a): n for a, n in v.items()}
-                                    for k, v in signature.dynamic_axes.items()}},
-            "opset": used_opset,
-            "validation": report,
-            "optimization": None,
-            "quantization": None,
-            "export_seconds": round(time.perf_counter() - start, 3),
-            "source_run": str(Path(run_dir).absolute()),
-        }
-        export_manifest["provenance"] = {**manifest.get("provenance", {}),
-                                         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                   time.gmtime()),
-                                         "torch_export": torch.__version__}
-        write_manifest(tmp, export_manifest)
-        _smoke_test(tmp)
+    try:
+        with atomic_dir(output, opts.overwrite) as root:
+            target = root / VERSION if triton else root
+            work = root / ".work"
+            target.mkdir(exist_ok=True)
+            work.mkdir()
+            record = _build(run_dir, manifest, task, model, tokenizer, wrapper, signature,
+                            opts, target, work, data)
+            record["export_seconds"] = round(time.perf_counter() - start, 3)
+            if triton:
+                variant = opts.triton.variant or record["default_variant"]
+                record["triton"] = write_config(
+                    root, Path(output).name, target / record["variants"][variant]["file"],
+                    opts.triton, {"nlpforge.task": task.id, "nlpforge.variant": variant})
+            write_manifest(target, record)
+            for name, variant in record["variants"].items():
+                check = variant["validation"]
+                if not (isinstance(check, dict) and check["mode"] == "structural"):
+                    _smoke_test(target, name)  # a structurally checked model cannot run here
+            shutil.rmtree(work)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            raise ExportError(f"cannot write {output}: {exc.strerror}; nothing was written")
+        raise
+    return record
+
+
+def _build(run_dir: str, manifest: dict, task: Any, model: Any, tokenizer: Any,
+           wrapper: ExportWrapper, signature: Signature, opts: ExportOptions, target: Path,
+           work: Path, data: tuple[str, list[dict]] | None) -> dict[str, Any]:
+    """Write the model files into ``target``; returns the export manifest (not written yet)."""
+    threshold = opts.external_data_threshold
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    vocab = vocab_size(model)
+    dummy = encoder_features(signature.inputs, 2, 8, vocab, padded=True, seed=1234)
+    try:
+        used_opset = to_onnx(wrapper, dummy, target / MODEL_FILE, opts.opset,
+                             external_data=size >= threshold)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"torch.onnx could not export {run_dir}: {_reason(exc)}")
+    wrapper.eval()
+    model.eval()  # the exporter restores training flags; references need eval mode
+    validator = Validator(encoder_cases(signature.inputs, vocab, tokenizer.max_length),
+                          memoized(_torch_reference(wrapper, signature)), signature.outputs)
+    report = validator.check(target / MODEL_FILE, opts.atol)
+    variants = {"fp32": _variant(target / MODEL_FILE, "fp32", "validation")}
+    optimization = quantization = None
+    source = target / MODEL_FILE
+    if opts.optimize != "none":
+        optimization, source = optimize(
+            target / MODEL_FILE, target / VARIANT_FILES["optimized"], opts.optimize,
+            lambda path: _brief(validator.check(path, opts.atol)), work, threshold,
+            manifest["family"])
+        variants["optimized"] = _variant(target / VARIANT_FILES["optimized"], "fp32",
+                                         "optimization")
+    source_name = source.name if source.parent == target else \
+        f"{VARIANT_FILES['optimized']} before the CPU-only pass"
+    if opts.quantize == "int8":
+        int8 = target / VARIANT_FILES["int8"]
+        quantization = {**quantize_int8(source, int8, work, threshold), "source": source_name}
+        quantization["validation"] = int8_validation(
+            task, tokenizer, source, int8, data, opts.max_metric_drop, opts.force,
+            validator.measure(int8))
+        variants["int8"] = _variant(int8, "int8", "quantization")
+    if opts.fp16:
+        fp16 = target / VARIANT_FILES["fp16"]
+        convert_fp16(source, fp16, threshold)
+        atol = max(opts.atol, RELATIVE_TOLERANCE * max(1.0, validator.scale()))
+        check = validate_fp16(fp16, lambda runner: _brief(validator.check(fp16, atol, runner)),
+                              validator.outputs)
+        variants["fp16"] = {**_variant(fp16, "fp16", check), "source": source_name,
+                            "io_types": "as fp32 (inputs and outputs keep their types)"}
+    for name in COPIED:
+        if (Path(run_dir) / name).is_file():
+            shutil.copy2(Path(run_dir) / name, target / name)
+    default = "optimized" if "optimized" in variants else "fp32"
+    export_manifest = {
+        **manifest,
+        "kind": "export",
+        "io": {"model": MODEL_FILE, "inputs": list(signature.inputs),
+               "outputs": list(signature.outputs),
+               "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                                for k, v in signature.dynamic_axes.items()}},
+        "opset": used_opset,
+        "validation": report,
+        "variants": variants,
+        "default_variant": default,
+        "optimization": optimization,
+        "quantization": quantization,
+        "source_run": str(Path(run_dir).absolute()),
+    }
+    export_manifest["provenance"] = {**manifest.get("provenance", {}),
+                                     "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                               time.gmtime()),
+                                     "torch_export": torch.__version__}
     return export_manifest
+
+
+def _variant(path: Path, precision: str, validation: str | dict) -> dict[str, Any]:
+    """A ``variants`` entry; ``validation`` is its report or the manifest field that holds it."""
+    return {"file": path.name, "files": files.model_files(path), "precision": precision,
+            "validation": validation}
+
+
+def _brief(report: dict[str, Any]) -> dict[str, Any]:
+    """A validation report without the list of shapes (the same for every check)."""
+    return {k: v for k, v in report.items() if k != "cases"}
 
 
 def _reason(exc: BaseException) -> str:
@@ -159,30 +256,22 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
-def _validate(wrapper: ExportWrapper, path: Path, signature: Signature, vocab: int,
-              max_length: int, atol: float) -> dict[str, Any]:
-    from nlpforge.runtime.providers import make_session
-
-    session = make_session(str(path), device="cpu")
-
-    def reference(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _torch_reference(wrapper: ExportWrapper, signature: Signature) -> Runner:
+    def reference(features: Features) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             out = wrapper(*(torch.from_numpy(features[n]) for n in signature.inputs))
         return {n: t.float().numpy() for n, t in zip(signature.outputs, out)}
 
-    def candidate(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = session.run(list(signature.outputs), features)
-        return dict(zip(signature.outputs, values))
-
-    return compare(encoder_cases(signature.inputs, vocab, max_length), reference, candidate, atol)
+    return reference
 
 
-def _smoke_test(directory: Path) -> None:
+def _smoke_test(directory: Path, variant: str) -> None:
     """Load the finished export dir with the torch-free runtime and run one request."""
     from nlpforge.runtime.predictor import Predictor
 
-    predictor = Predictor.load(directory, device="cpu")
+    predictor = Predictor.load(directory, device="cpu", variant=variant)
     try:
         predictor.predict([predictor.task.example_request()])
     except Exception as exc:
-        raise ExportError(f"the export loads but cannot predict: {type(exc).__name__}: {exc}")
+        raise ExportError(f"the export loads but its {variant} model cannot predict: "
+                          f"{type(exc).__name__}: {exc}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from nlpforge.errors import ExportError
 
 Features = dict[str, np.ndarray]
+Runner = Callable[[Features], dict[str, np.ndarray]]
 
 
 def encoder_features(names: Sequence[str], batch: int, length: int, vocab_size: int,
@@ -45,26 +47,64 @@ def encoder_cases(names: Sequence[str], vocab_size: int, max_length: int) -> lis
             for seed, (label, b, n, pad, pair) in enumerate(specs)]
 
 
-def compare(cases: list[tuple[str, Features]], reference: Callable[[Features], dict[str, np.ndarray]],
-            candidate: Callable[[Features], dict[str, np.ndarray]], atol: float) -> dict[str, Any]:
-    """Max abs difference per output over all cases; ExportError when one exceeds ``atol``."""
+def differences(cases: list[tuple[str, Features]], reference: Runner,
+                candidate: Runner) -> tuple[dict[str, float], list[dict], list[tuple[str, str, float]]]:
+    """Max abs difference per output, the shapes tried, and (output, case, diff) of every case.
+
+    A shape mismatch is reported with an infinite difference.
+    """
     worst: dict[str, float] = {}
     shapes = []
-    failures = []
+    per_case = []
     for label, features in cases:
         expected, actual = reference(features), candidate(features)
         shapes.append({"case": label, **{k: list(v.shape) for k, v in features.items()}})
         for name, want in expected.items():
             got = actual[name]
             if got.shape != want.shape:
-                failures.append(f"{name} on '{label}': shape {got.shape} != {want.shape}")
-                continue
-            diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) \
-                if want.size else 0.0
+                diff = float("inf")
+            else:
+                diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) \
+                    if want.size else 0.0
             worst[name] = max(worst.get(name, 0.0), diff)
-            if not diff <= atol:
-                failures.append(f"{name} on '{label}': max abs diff {diff:.3g} > {atol:g}")
+            per_case.append((name, label, diff))
+    return worst, shapes, per_case
+
+
+def compare(cases: list[tuple[str, Features]], reference: Runner, candidate: Runner,
+            atol: float) -> dict[str, Any]:
+    """Max abs difference per output over all cases; ExportError when one exceeds ``atol``."""
+    worst, shapes, per_case = differences(cases, reference, candidate)
+    failures = [f"{name} on '{label}': " + ("shape differs" if diff == float("inf")
+                                            else f"max abs diff {diff:.3g} > {atol:g}")
+                for name, label, diff in per_case if not diff <= atol]
     report = {"atol": atol, "max_abs_diff": worst, "cases": shapes, "passed": not failures}
     if failures:
         raise ExportError("the exported model differs from PyTorch: " + "; ".join(failures))
     return report
+
+
+def memoized(run: Runner) -> Runner:
+    """``run`` computed once per features dict (the PyTorch reference is shared by all checks)."""
+    cache: dict[int, tuple[Features, dict[str, np.ndarray]]] = {}
+
+    def cached(features: Features) -> dict[str, np.ndarray]:
+        if id(features) not in cache:
+            cache[id(features)] = (features, run(features))
+        return cache[id(features)][1]
+
+    return cached
+
+
+def onnx_runner(path: str | Path, outputs: Sequence[str]) -> Runner:
+    """Run an ONNX file on the CPU with ONNX Runtime; returns the named outputs as float32."""
+    from nlpforge.runtime.providers import make_session
+
+    session = make_session(str(path), device="cpu")
+    names = [i.name for i in session.get_inputs()]
+
+    def run(features: Features) -> dict[str, np.ndarray]:
+        values = session.run(list(outputs), {n: features[n] for n in names})
+        return {n: v.astype(np.float32) for n, v in zip(outputs, values)}
+
+    return run

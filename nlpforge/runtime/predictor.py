@@ -15,11 +15,27 @@ from nlpforge.runtime.providers import make_session
 from nlpforge.runtime.tokenizer import Tokenizer
 
 
+def model_file_of(manifest: dict[str, Any], variant: str | None, directory: Path) -> str:
+    """The ONNX file of ``variant`` (None: the export's default variant)."""
+    fp32 = manifest["io"].get("model", "model.onnx")
+    variants = manifest.get("variants") or {"fp32": {"file": fp32}}
+    name = variant or manifest.get("default_variant", "fp32")
+    if name not in variants:
+        raise ModelDirError(f"{directory}: has no {name} variant (it has "
+                            f"{', '.join(variants)}); make it with nlpforge export "
+                            f"{_EXPORT_FLAGS.get(name, '')}".rstrip())
+    return variants[name]["file"]
+
+
+_EXPORT_FLAGS = {"optimized": "--optimize extended", "int8": "--quantize int8", "fp16": "--fp16"}
+
+
 class Predictor:
     """Predictions from an exported model: ``Predictor.load(dir).predict(["some text"])``."""
 
     def __init__(self, directory: Path, manifest: dict[str, Any], task: Any,
-                 tokenizer: Tokenizer, session: Any, batch_size: int = 32):
+                 tokenizer: Tokenizer, session: Any, batch_size: int = 32,
+                 variant: str = "fp32"):
         self.directory = directory
         self.manifest = manifest
         self.task = task
@@ -28,18 +44,20 @@ class Predictor:
         self.batch_size = batch_size
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
+        self.variant = variant
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None,
-             batch_size: int = 32) -> "Predictor":
-        """Load an export dir. ``device``: auto, cpu, cuda or cuda:N; ``threads``: CPU threads."""
+             batch_size: int = 32, variant: str | None = None) -> "Predictor":
+        """Load an export dir. ``device``: auto, cpu, cuda or cuda:N; ``threads``: CPU threads;
+        ``variant``: fp32, optimized, int8 or fp16 (default: the export's lossless best)."""
         directory = Path(path)
         manifest = read_manifest(directory)
         if manifest["kind"] != "export":
             raise ModelDirError(f"{directory}: this is a {manifest['kind']} dir; make an export "
                                 f"dir first with 'nlpforge export {directory} --output DIR'")
         task = task_from_manifest(manifest, str(directory))
-        model_file = directory / manifest["io"].get("model", "model.onnx")
+        model_file = directory / model_file_of(manifest, variant, directory)
         if not model_file.is_file():
             raise ModelDirError(f"{directory}: {model_file.name} is missing")
         tok = manifest["tokenizer"]
@@ -51,7 +69,8 @@ class Predictor:
             if type(exc).__module__.startswith("nlpforge"):
                 raise
             raise ModelDirError(f"{model_file}: cannot load the ONNX model: {exc}")
-        return cls(directory, manifest, task, tokenizer, session, batch_size)
+        return cls(directory, manifest, task, tokenizer, session, batch_size,
+                   variant or manifest.get("default_variant", "fp32"))
 
     @property
     def labels(self) -> list[str] | None:
@@ -87,4 +106,4 @@ class Predictor:
 
     def __repr__(self) -> str:
         return (f"Predictor({str(self.directory)!r}, task={self.task.id!r}, "
-                f"providers={self.providers})")
+                f"variant={self.variant!r}, providers={self.providers})")
