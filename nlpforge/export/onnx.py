@@ -185,30 +185,31 @@ def _build(run_dir: str, manifest: dict, task: Any, model: Any, tokenizer: Any,
     report = validator.check(target / MODEL_FILE, opts.atol)
     variants = {"fp32": _variant(target / MODEL_FILE, "fp32", "validation")}
     optimization = quantization = None
-    source = target / MODEL_FILE
+    portable = target / MODEL_FILE  # the graph fp16 is made from
     if opts.optimize != "none":
-        optimization, source = optimize(
+        optimization, portable = optimize(
             target / MODEL_FILE, target / VARIANT_FILES["optimized"], opts.optimize,
-            lambda path: _brief(validator.check(path, opts.atol)), work, threshold,
-            manifest["family"])
+            lambda path: _brief(validator.check(path, opts.atol)), work, threshold)
         variants["optimized"] = _variant(target / VARIANT_FILES["optimized"], "fp32",
                                          "optimization")
-    source_name = source.name if source.parent == target else \
-        f"{VARIANT_FILES['optimized']} before the CPU-only pass"
     if opts.quantize == "int8":
+        # From the exported graph, not the fused one: see quantize.py.
         int8 = target / VARIANT_FILES["int8"]
-        quantization = {**quantize_int8(source, int8, work, threshold), "source": source_name}
+        quantization = {**quantize_int8(target / MODEL_FILE, int8, work, threshold),
+                        "source": MODEL_FILE}
         quantization["validation"] = int8_validation(
-            task, tokenizer, source, int8, data, opts.max_metric_drop, opts.force,
+            task, tokenizer, target / MODEL_FILE, int8, data, opts.max_metric_drop, opts.force,
             validator.measure(int8))
         variants["int8"] = _variant(int8, "int8", "quantization")
     if opts.fp16:
         fp16 = target / VARIANT_FILES["fp16"]
-        convert_fp16(source, fp16, threshold)
+        convert_fp16(portable, fp16, threshold)
         atol = max(opts.atol, RELATIVE_TOLERANCE * max(1.0, validator.scale()))
         check = validate_fp16(fp16, lambda runner: _brief(validator.check(fp16, atol, runner)),
                               validator.outputs)
-        variants["fp16"] = {**_variant(fp16, "fp16", check), "source": source_name,
+        source = portable.name if portable.parent == target else \
+            f"{VARIANT_FILES['optimized']} before the CPU-only pass"
+        variants["fp16"] = {**_variant(fp16, "fp16", check), "source": source,
                             "io_types": "as fp32 (inputs and outputs keep their types)"}
     for name in COPIED:
         if (Path(run_dir) / name).is_file():

@@ -5,9 +5,8 @@ Levels (``nlpforge export --optimize``), each validated against PyTorch after ev
 - ``basic``: ONNX Runtime's basic, provider-independent rewrites (constant folding, redundant
   node elimination), saved offline.
 - ``extended``: ``basic`` + the transformer fusions for ONNX Runtime (fused ``Attention``,
-  ``SkipLayerNormalization``, ``BiasGelu``), then ``Attention`` fed the 2-D padding mask
-  (``attention_mask.py``). The result uses ``com.microsoft`` contrib ops that ONNX Runtime runs
-  on the CPU and on CUDA.
+  ``SkipLayerNormalization``, ``BiasGelu``). The result uses ``com.microsoft`` contrib ops that
+  ONNX Runtime runs on the CPU and on CUDA.
 - ``all``: ``extended`` + ONNX Runtime's full offline optimization for its CPU provider
   (its own fusions and layout changes); the file is meant for the CPU provider.
 
@@ -27,7 +26,6 @@ import onnx
 
 from nlpforge.errors import ExportError
 from nlpforge.export import files
-from nlpforge.export.attention_mask import use_padding_mask
 from nlpforge.export.logs import quiet
 
 LEVELS = ("none", "basic", "extended", "all")
@@ -35,21 +33,17 @@ LEVELS = ("none", "basic", "extended", "all")
 PASSES = {
     "none": (),
     "basic": ("onnxruntime-basic",),
-    "extended": ("onnxruntime-basic", "transformer-fusions", "attention-padding-mask"),
-    "all": ("onnxruntime-basic", "transformer-fusions", "attention-padding-mask",
-            "onnxruntime-all"),
+    "extended": ("onnxruntime-basic", "transformer-fusions"),
+    "all": ("onnxruntime-basic", "transformer-fusions", "onnxruntime-all"),
 }
-#: Passes that only hold for one model family (an encoder's attention sees every unpadded token).
-FAMILY_ONLY = {"attention-padding-mask": "encoder"}
 #: The passes whose output runs on any ONNX Runtime provider (the source of int8/fp16 variants).
-PORTABLE = ("onnxruntime-basic", "transformer-fusions", "attention-padding-mask")
+PORTABLE = ("onnxruntime-basic", "transformer-fusions")
 
 Check = Callable[[Path], dict]
 
 
 def optimize(source: Path, target: Path, level: str, check: Check, work: Path,
-             threshold: int = files.TWO_GB,
-             family: str = "encoder") -> tuple[dict[str, Any], Path]:
+             threshold: int = files.TWO_GB) -> tuple[dict[str, Any], Path]:
     """Run the passes of ``level`` on ``source``, validating after each; write ``target``.
 
     ``check(path)`` validates a model file against PyTorch and returns its report (it raises
@@ -58,8 +52,7 @@ def optimize(source: Path, target: Path, level: str, check: Check, work: Path,
     """
     steps = []
     current = portable = source
-    passes = [p for p in PASSES[level] if FAMILY_ONLY.get(p, family) == family]
-    for i, name in enumerate(passes):
+    for i, name in enumerate(PASSES[level]):
         out = work / f"optimize-{i}-{name}.onnx"
         start = time.perf_counter()
         try:
@@ -131,6 +124,5 @@ def _new_ops(source: Path, target: Path) -> dict[str, int]:
 _PASSES: dict[str, Callable[[Path, Path, int], dict[str, int]]] = {
     "onnxruntime-basic": _ort_pass("basic"),
     "transformer-fusions": _transformer_fusions,
-    "attention-padding-mask": use_padding_mask,
     "onnxruntime-all": _ort_pass("all"),
 }
