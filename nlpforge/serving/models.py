@@ -311,6 +311,8 @@ class ServedModel:
                                    [rows[k] for k in order], self.max_batch_size,
                                    sort_by_length=False)
         raw = {n: np.concatenate([r[n] for r in runs]) for n in self.row_outputs}
+        # A task that splits rows into windows has no raw output per row.
+        raw = {n: a for n, a in raw.items() if len(a) == len(rows)}
         position = np.empty(len(rows), dtype=np.int64)
         position[order] = np.arange(len(rows))
         start = 0

@@ -249,9 +249,11 @@ class Trainer:
         local_units = 0
         for batch in group:
             rows = [self.train_rows[i] for i in dist.shard(self.dist, batch)]
-            features = self.task.encode(rows, self.tokenizer)
-            tensors = to_torch(features, self.inputs, self.device)
-            tensors.update(to_torch(self.task.targets(rows), device=self.device))
+            features = self.task.training_batch(rows, self.tokenizer)
+            # Token features the model does not take (token_type_ids of a model without
+            # them) are dropped; targets and anything else go to compute_loss.
+            tensors = to_torch({k: v for k, v in features.items()
+                                if k in self.inputs or k not in FEATURES}, device=self.device)
             units = self.task.loss_units(tensors)
             local_units += units
             tokens = int(features["attention_mask"].sum()) if "attention_mask" in features else 0

@@ -1,0 +1,1 @@
+"""Torch-free text generation over exported ONNX graphs with a KV cache."""

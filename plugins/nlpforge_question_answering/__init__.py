@@ -1,0 +1,3 @@
+"""question-answering (extractive): built into nlpforge (work in progress)."""
+
+NLPFORGE_PLUGIN_API = 1

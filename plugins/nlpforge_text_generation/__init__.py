@@ -1,0 +1,3 @@
+"""text-generation (decoder-only causal LM): built into nlpforge (work in progress)."""
+
+NLPFORGE_PLUGIN_API = 1
