@@ -18,13 +18,20 @@ from nlpforge.errors import NlpforgeError  # noqa: E402
 from nlpforge.tasks import Field, ModelFamily, Option, Signature, Task  # noqa: E402
 
 if TYPE_CHECKING:
+    from nlpforge.runtime.generation.generator import Generator
     from nlpforge.runtime.predictor import Predictor
 
 
-def load(path: str, **kwargs: Any) -> "Predictor":
-    """Load an export dir for prediction (torch-free). See :class:`nlpforge.runtime.Predictor`."""
+def load(path: str, **kwargs: Any) -> "Predictor | Generator":
+    """Load an export dir (torch-free): a :class:`nlpforge.runtime.Predictor`, or for a
+    decoder-only or encoder-decoder export a
+    :class:`nlpforge.runtime.generation.generator.Generator`."""
+    from nlpforge.manifest import read_manifest
+    from nlpforge.runtime.generation.generator import Generator, is_generative
     from nlpforge.runtime.predictor import Predictor
 
+    if is_generative(read_manifest(path)):
+        return Generator.load(path, **kwargs)
     return Predictor.load(path, **kwargs)
 
 

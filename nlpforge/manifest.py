@@ -161,9 +161,19 @@ def task_from_manifest(data: dict[str, Any], where: str) -> Any:
     try:
         cls = manager.get_task(task_id)
     except PluginError as exc:
+        state = next((p for p in manager.plugins if p.distribution == plugin["distribution"]
+                      and p.status != "loaded"), None)
+        why = f"which is not available ({exc}). Run: pip install '{need}'"
+        if state is not None and state.status == "failed":
+            why = f"which is installed ({state.version}) but failed: {state.error}"
+            if "pip install" not in why:
+                why += f". Run: pip install --force-reinstall '{need}'"
+        elif state is not None:
+            why = (f"which is installed but disabled here (NLPFORGE_BLOCK_PLUGINS or "
+                   f"NLPFORGE_LOAD_PLUGINS excludes '{state.name}'): allow it; where it is "
+                   f"not installed, run: pip install '{need}'")
         raise PluginError(f"{where}: needs task '{task_id}' from the plugin distribution "
-                          f"{plugin['distribution']} {plugin.get('version', '')}, which is not "
-                          f"available ({exc}). Run: pip install '{need}'")
+                          f"{plugin['distribution']} {plugin.get('version', '')}, {why}")
     info = manager.plugin_of(task_id)
     if plugin["requires"] and info.version != "unknown":
         try:

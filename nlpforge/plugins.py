@@ -108,19 +108,32 @@ class PluginManager:
                 plugin = ep.load()
                 self._check_api(info, plugin)
                 self.pm.register(plugin, name=info.name)
+            except PluginError as exc:  # says what to do itself
+                self._fail(info, f"failed to load: {exc}", exc)
+                continue
             except Exception as exc:  # a broken plugin must not stop the others
-                self._fail(info, f"failed to load: {_short(exc)}", exc)
+                self._fail(info, f"failed to load: {_short(exc)}; reinstall or upgrade it "
+                                 f"(pip install -U '{info.distribution}') or skip it with "
+                                 f"NLPFORGE_BLOCK_PLUGINS={info.name}", exc)
                 continue
             self._register_tasks(info)
         return self
 
     def _check_api(self, info: PluginInfo, plugin: Any) -> None:
         wanted = getattr(plugin, "NLPFORGE_PLUGIN_API", hookspecs.PLUGIN_API_VERSION)
-        if wanted != hookspecs.PLUGIN_API_VERSION:
-            raise PluginError(
-                f"it is written for plugin API {wanted}, this nlpforge has API "
-                f"{hookspecs.PLUGIN_API_VERSION}: install a release of {info.distribution} "
-                f"made for this nlpforge, or an nlpforge that supports API {wanted}")
+        have = hookspecs.PLUGIN_API_VERSION
+        if wanted == have:
+            return
+        if isinstance(wanted, int) and wanted < have:  # the plugin is older than nlpforge
+            todo = (f"upgrade it: pip install -U '{info.distribution}' (or use an nlpforge "
+                    f"release with plugin API {wanted})")
+        elif isinstance(wanted, int):  # the plugin is newer than nlpforge
+            todo = (f"upgrade nlpforge: pip install -U nlpforge (or install a release of "
+                    f"{info.distribution} made for plugin API {have})")
+        else:
+            todo = f"NLPFORGE_PLUGIN_API must be an integer such as {have}"
+        raise PluginError(f"it is written for plugin API {wanted}, this nlpforge has plugin API "
+                          f"{have}; {todo}")
 
     def _register_tasks(self, info: PluginInfo) -> None:
         def register(task: type[Task]) -> None:

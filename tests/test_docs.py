@@ -18,15 +18,54 @@ def test_cli_reference_is_up_to_date():
     assert result.returncode == 0, result.stderr
 
 
-def test_every_hook_is_documented_with_its_signature():
+def _signature(function) -> str:
+    params = []
+    for p in inspect.signature(function).parameters.values():
+        if p.name in ("self", "cls"):
+            continue
+        params.append(("**" if p.kind is p.VAR_KEYWORD else
+                       "*" if p.kind is p.VAR_POSITIONAL else "") + p.name)
+    return f"{function.__name__}({', '.join(params)})"
+
+
+def test_every_hook_is_documented_with_its_signature_and_tested():
     guide = (ROOT / "docs" / "plugins.md").read_text()
     hooks = [name for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
              if hasattr(f, "nlpforge_spec")]
     assert hooks == ["register_commands", "register_tasks"]
+    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
     for name in hooks:
-        params = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
-        assert f"### `{name}({params})`" in guide, name
+        assert f"### `{_signature(getattr(hookspecs, name))}`" in guide, name
         assert getattr(hookspecs, name).__doc__.strip()
+        assert f"def test_hook_{name}(" in tests, f"no test_hook_{name} test"
+    assert f"plugin API version {hookspecs.PLUGIN_API_VERSION})" in guide
+
+
+def test_every_task_member_is_documented_with_its_signature():
+    from nlpforge.tasks import Task
+
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    members = [f for name, f in inspect.getmembers(Task, callable)
+               if not name.startswith("_") and name != "check_class"]
+    assert len(members) >= 16
+    for function in members:
+        assert f"`{_signature(function)}`" in guide, _signature(function)
+
+
+def test_plugin_guide_states_the_api_version_fixtures_and_manifest():
+    from nlpforge.manifest import _REQUIRED
+    from nlpforge.testing import pytest_plugin
+
+    guide = (ROOT / "docs" / "plugin-guide.md").read_text()
+    reference = (ROOT / "docs" / "plugins.md").read_text()
+    assert f"plugin API version is {hookspecs.PLUGIN_API_VERSION}**" in guide
+    assert f"NLPFORGE_PLUGIN_API = {hookspecs.PLUGIN_API_VERSION}" in guide
+    for key in _REQUIRED:
+        assert f'"{key}"' in guide, key
+    fixtures = [name for name in dir(pytest_plugin) if name.startswith("nlpforge_")]
+    assert len(fixtures) >= 8
+    for name in fixtures:
+        assert f"`{name}`" in reference, name
 
 
 def test_readme_starts_with_the_two_commands():

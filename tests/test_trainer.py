@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import EXAMPLES, run_cli, write_jsonl
+from conftest import EXAMPLES, run_cli
 
 TRAIN = str(EXAMPLES / "train.jsonl")
 VALID = str(EXAMPLES / "validation.jsonl")
@@ -170,7 +170,7 @@ def test_config_file_and_flags(tiny_bert, tmp_path):
     config.write_text('colour = "blue"\n')
     bad = run_cli("train", "--config", str(config), "--output", str(tmp_path / "x"))
     assert bad.returncode != 0 and "unknown setting 'colour'" in bad.stderr
-    config.write_text(f'task = "text-classification"\nmodel = "m"\ntrain = "t"\nepochs = "many"\n')
+    config.write_text('task = "text-classification"\nmodel = "m"\ntrain = "t"\nepochs = "many"\n')
     bad = run_cli("train", "--config", str(config), "--output", str(tmp_path / "x"))
     assert bad.returncode != 0 and "--epochs: expected a number" in bad.stderr
     yaml_config = tmp_path / "train.yaml"

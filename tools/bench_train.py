@@ -23,9 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from evidence import DATASETS, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-DATASETS = Path(os.environ.get("NLPFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
 OUT = ROOT / "tools" / "out" / "bench_train"
 
 
@@ -45,7 +44,6 @@ def sst2_rows(n: int) -> list[dict]:
 
 def plain_loop(args) -> dict:
     """A hand-written loop over exactly the batches nlpforge's trainer uses."""
-    import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -104,7 +102,6 @@ def nlpforge_steps(args) -> dict:
 
 def hf_trainer(args) -> dict:
     """Hugging Face Trainer with its defaults (random batches, fp32), same batch size."""
-    import numpy as np
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
                               DataCollatorWithPadding, Trainer, TrainingArguments)

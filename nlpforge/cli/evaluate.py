@@ -19,7 +19,7 @@ def evaluate(model_dir: str, data: str, predictions_file: str | None, batch_size
     """Metrics of a run dir (PyTorch) or export dir (ONNX) on labelled data, as JSON."""
     from nlpforge.data import read_dataset
 
-    task, run = open_model(model_dir, device, threads, batch_size, variant)
+    task, run = open_model(model_dir, device, threads, batch_size, variant, for_metrics=True)
     dataset = read_dataset(data, task, training=True)
     predictions = run(dataset.rows)
     metrics = task.metrics(predictions, dataset.rows)

@@ -18,9 +18,11 @@ COMMANDS = {
     "export": "nlpforge.cli.export:export",
     "predict": "nlpforge.cli.predict:predict",
     "evaluate": "nlpforge.cli.evaluate:evaluate",
+    "generate": "nlpforge.cli.generate:generate",
     "tasks": "nlpforge.cli.listing:tasks",
     "plugins": "nlpforge.cli.listing:plugins",
     "serve": "nlpforge.cli.serve:serve",
+    "new-plugin": "nlpforge.cli.new_plugin:new_plugin",
 }
 
 

@@ -14,20 +14,32 @@ Predict = Callable[[list[dict]], list[dict]]
 
 
 def open_model(path: str, device: str, threads: int | None, batch_size: int,
-               variant: str | None = None) -> tuple[Any, Predict]:
-    """Task and predict function of an export dir (ONNX) or a run dir (PyTorch)."""
+               variant: str | None = None, for_metrics: bool = False) -> tuple[Any, Predict]:
+    """Task and predict function of an export dir (ONNX) or a run dir (PyTorch).
+
+    A generative export predicts by generating text, except for metrics of a task that
+    evaluates teacher-forced (``evaluate_by = "forward"``, the default: perplexity).
+    """
     from nlpforge.manifest import read_manifest
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be at least 1, got {threads}")
-    if read_manifest(path)["kind"] == "export":
+    manifest = read_manifest(path)
+    if manifest["kind"] == "export" and _generates(manifest, path, for_metrics):
+        from nlpforge.runtime.generation.generator import Generator
+
+        generator = Generator.load(path, device=device, threads=threads, batch_size=batch_size,
+                                   variant=variant)
+        return generator.task, lambda rows: generator.predict(rows, checked=True)
+    if manifest["kind"] == "export":
         from nlpforge.runtime.predictor import Predictor
 
         predictor = Predictor.load(path, device=device, threads=threads, batch_size=batch_size,
                                    variant=variant)
-        return predictor.task, predictor.predict
+        # Both commands check their rows themselves (evaluate's as labelled rows).
+        return predictor.task, lambda rows: predictor.predict(rows, checked=True)
     if variant is not None:
         raise UsageError(f"--variant {variant}: {path} is a run dir (PyTorch); variants belong "
                          f"to export dirs")
@@ -43,6 +55,18 @@ def open_model(path: str, device: str, threads: int | None, batch_size: int,
               if n in read_manifest(path).get("model_inputs", [])]
     run = torch_runner(task, model, inputs)
     return task, lambda rows: predict_rows(task, tokenizer, run, rows, batch_size)
+
+
+def _generates(manifest: dict, path: str, for_metrics: bool) -> bool:
+    from nlpforge.manifest import task_from_manifest
+    from nlpforge.runtime.generation.generator import is_generative
+
+    if not is_generative(manifest):
+        return False
+    if not for_metrics:
+        return True
+    task = task_from_manifest(manifest, path)
+    return getattr(task, "evaluate_by", "forward") == "generate"
 
 
 model_options = [

@@ -11,7 +11,7 @@ import numpy as np
 from nlpforge.errors import DataError, ModelDirError
 from nlpforge.manifest import read_manifest, task_from_manifest
 from nlpforge.runtime.batching import predict_rows, row_size
-from nlpforge.runtime.providers import make_session
+from nlpforge.runtime.providers import load_session
 from nlpforge.runtime.tokenizer import Tokenizer
 
 
@@ -58,17 +58,10 @@ class Predictor:
                                 f"dir first with 'nlpforge export {directory} --output DIR'")
         task = task_from_manifest(manifest, str(directory))
         model_file = directory / model_file_of(manifest, variant, directory)
-        if not model_file.is_file():
-            raise ModelDirError(f"{directory}: {model_file.name} is missing")
         tok = manifest["tokenizer"]
         tokenizer = Tokenizer.from_dir(directory, max_length=tok["max_length"],
                                        pad_id=tok.get("pad_id"))
-        try:
-            session = make_session(str(model_file), device=device, threads=threads)
-        except Exception as exc:
-            if type(exc).__module__.startswith("nlpforge"):
-                raise
-            raise ModelDirError(f"{model_file}: cannot load the ONNX model: {exc}")
+        session = load_session(model_file, device, threads)
         return cls(directory, manifest, task, tokenizer, session, batch_size,
                    variant or manifest.get("default_variant", "fp32"))
 
@@ -82,7 +75,14 @@ class Predictor:
 
     def run(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the ONNX model on numpy features; returns its outputs by name."""
-        feeds = {name: features[name] for name in self.input_names}
+        feeds = {name: features[name] for name in self.input_names if name in features}
+        for node in self.session.get_inputs():
+            if node.name not in feeds and node.name.startswith("past_key_values."):
+                # A decoder export scored teacher-forced (perplexity): the whole text is the
+                # prompt, the cache is empty ([batch, kv heads, 0, head dim]).
+                _, heads, _, dim = node.shape
+                feeds[node.name] = np.zeros((len(features["input_ids"]), heads, 0, dim),
+                                            dtype=np.float32)
         values = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, values))
 
@@ -96,11 +96,17 @@ class Predictor:
             rows.append(row)
         return rows
 
-    def predict(self, inputs: Sequence[str | dict], batch_size: int | None = None) -> list[dict]:
-        """One prediction per input (a string or a request dict), in input order."""
+    def predict(self, inputs: Sequence[str | dict], batch_size: int | None = None,
+                checked: bool = False) -> list[dict]:
+        """One prediction per input (a string or a request dict), in input order.
+
+        ``checked``: the inputs are rows the caller has validated already, e.g. labelled rows
+        for ``nlpforge evaluate``, which need not be valid requests (fill-mask evaluates
+        texts without a mask token).
+        """
         if isinstance(inputs, (str, dict)):
             raise DataError("predict() takes a list of inputs, not a single one")
-        rows = self.as_rows(inputs)
+        rows = list(inputs) if checked else self.as_rows(inputs)
         batch_size = batch_size or self.batch_size
         if len(rows) <= batch_size:
             return predict_rows(self.task, self.tokenizer, self.run, rows, batch_size)

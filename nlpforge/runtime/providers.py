@@ -9,9 +9,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from pathlib import Path
 from typing import Any
 
-from nlpforge.errors import UsageError
+from nlpforge.errors import ModelDirError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -100,3 +101,25 @@ def make_session(path: str, device: str = "auto", threads: int | None = None) ->
         raise UsageError(f"device {device!r} asked for, but ONNX Runtime could not start its CUDA "
                          f"provider (check the CUDA and cuDNN libraries); use --device cpu")
     return session
+
+
+def load_session(path: Path, device: str = "auto", threads: int | None = None) -> Any:
+    """An inference session for an export's ONNX file; ModelDirError naming the file when it
+    is missing or ONNX Runtime cannot load it."""
+    if not Path(path).is_file():
+        raise ModelDirError(f"{Path(path).parent}: {Path(path).name} is missing")
+    try:
+        return make_session(str(path), device=device, threads=threads)
+    except Exception as exc:
+        if type(exc).__module__.startswith("nlpforge"):
+            raise
+        raise ModelDirError(f"{path}: cannot load the ONNX model: {exc}")
+
+
+def session_device(session: Any) -> tuple[str, int]:
+    """Where a session runs, as IO binding names it: ("cuda", device id) or ("cpu", 0)."""
+    provider = session.get_providers()[0]
+    if provider == "CUDAExecutionProvider":
+        options = session.get_provider_options().get(provider, {})
+        return "cuda", int(options.get("device_id", 0))
+    return "cpu", 0

@@ -35,6 +35,10 @@ class Tokenizer:
         self.pad_id = int(pad_id)
         self.max_length = int(max_length)
         self.padding_side = padding_side
+        #: Special tokens by role (``mask_token``, ``cls_token``…) from tokenizer_config.json.
+        self.special_tokens: dict[str, str] = {}
+        #: The chat template (jinja2) of chat models, rendered by text-generation.
+        self.chat_template: str | None = None
 
     @classmethod
     def from_dir(cls, directory: str | os.PathLike, max_length: int | None = None,
@@ -55,7 +59,10 @@ class Tokenizer:
         if max_length is None:
             max_length = int(config.get("model_max_length", 512))
             max_length = max_length if 0 < max_length <= 100_000 else 512
-        return cls(backend, pad_id, max_length)
+        tokenizer = cls(backend, pad_id, max_length)
+        tokenizer.special_tokens = _special_tokens(config)
+        tokenizer.chat_template = _chat_template(directory, config)
+        return tokenizer
 
     def encode(self, texts: Sequence[str] | Sequence[list[str]],
                pairs: Sequence[str] | None = None,
@@ -136,6 +143,27 @@ def _read_json(path: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise ModelDirError(f"{path}: cannot read: {exc}")
     return data if isinstance(data, dict) else {}
+
+
+def _chat_template(directory: Path, config: dict) -> str | None:
+    """The chat template (jinja2 source): transformers 5 saves it to chat_template.jinja,
+    older versions into tokenizer_config.json."""
+    path = directory / "chat_template.jinja"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    return template if isinstance(template, str) else None
+
+
+def _special_tokens(config: dict) -> dict[str, str]:
+    """``{"mask_token": "[MASK]", …}``: tasks that need a role's token (fill-mask) read it here."""
+    out = {}
+    for key, token in config.items():
+        if isinstance(token, dict):
+            token = token.get("content")
+        if key.endswith("_token") and isinstance(token, str):
+            out[key] = token
+    return out
 
 
 def _pad_id(backend: Backend, config: dict) -> int:

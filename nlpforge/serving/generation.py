@@ -1,10 +1,11 @@
 """Text generation routes (the Open Inference Protocol's generate extension), streaming by SSE.
 
-No nlpforge task generates text yet: these routes answer 400 for every model served today.
-The extension point is ``TextGenerator``: when the runtime gains a generation loop, a predictor
-that has ``generate_stream(text_input, parameters)`` (yielding text pieces token by token) is
-served here unchanged: ``/generate`` returns the whole text, ``/generate_stream`` sends one
-server-sent event per piece and a last one with ``"done": true``.
+A generative export (decoder-only or encoder-decoder) is served as a ``GeneratedModel``: its
+``Generator`` has ``generate_stream(text_input, parameters)`` (yielding text pieces token by
+token); ``/generate`` returns the whole text, ``/generate_stream`` sends one server-sent event
+per piece and a last one with ``"done": true``. Its text predictions (``/v1/…/predict``, v2
+``infer`` with BYTES inputs) go through the dynamic batcher and return ``generated_text``.
+Other models answer 400 on these routes.
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ def generation_routes(state: ServerState) -> APIRouter:
             raise BadRequest(f"model '{model.name}' ({model.task.id}) does not generate text; "
                              f"use POST /v2/models/{model.name}/infer or "
                              f"/v1/models/{model.name}/predict")
+        check = getattr(model.generator, "check_parameters", None)
+        if check is not None:  # before the stream's status line goes out
+            try:
+                check(parameters)
+            except NlpforgeError as exc:
+                raise BadRequest(f"field 'parameters': {exc}")
         return model, body.text_input, parameters
 
     async def generate(request: Request, name: str, version: str | None) -> Response:
@@ -140,3 +147,56 @@ def generation_routes(state: ServerState) -> APIRouter:
                         400: {"model": ErrorResponse, "description": "not a generation model"}},
                     summary="Stream generated text token by token (server-sent events)")
     return router
+
+
+class GeneratedModel(ServedModel):
+    """A generative export served by its ``Generator`` (no single ONNX session to expose)."""
+
+    def __init__(self, name: str, generator: Any):
+        self.name = name
+        self.generator = generator
+        self.predictor = generator  # as_rows() for the shared request parsing
+        self.task = generator.task
+        self.batcher = None
+        self.max_batch_size = 32
+        self.limit = generator.tokenizer.max_length
+        self.text_fields = [f.name for f in self.task.request_fields if f.type is str]
+        self.tensor_inputs: list[str] = []
+        self.row_outputs: list[str] = []
+        self.example = self.task.example_request()
+        self.prediction_outputs = {"generated_text": "BYTES"}
+        generator.generate([self.example], max_new_tokens=2)  # checks the model end to end
+
+    @classmethod
+    def load(cls, name: str, path: Any, device: str = "auto",
+             threads: int | None = None) -> "GeneratedModel":
+        from nlpforge.runtime.generation.generator import Generator
+
+        return cls(name, Generator.load(path, device=device, threads=threads))
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
+                "inputs": [{"name": n, "datatype": "BYTES", "shape": [-1]}
+                           for n in self.text_fields],
+                "outputs": [{"name": "generated_text", "datatype": "BYTES", "shape": [-1]}],
+                "parameters": {"task": self.task.id, "max_tokens": self.limit,
+                               "generation": json.dumps(self.generator.config.to_dict())}}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "generation": self.generator.config.to_dict()}
+
+    def run_batch(self, jobs: list[Any]) -> list[Any]:
+        """Generate for the rows of every job in one pass (the Generator batches them)."""
+        rows = [row for job in jobs for row in job.payload.rows]
+        try:
+            predictions = self.generator.predict(rows, checked=True)
+        except Exception as exc:
+            return [exc] * len(jobs)
+        results, start = [], 0
+        for job in jobs:
+            results.append((predictions[start:start + job.size], {}))
+            start += job.size
+        return results
+
+    def warm_up(self) -> None:
+        self.generator.generate([self.example] * min(self.max_batch_size, 8), max_new_tokens=4)

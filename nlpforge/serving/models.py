@@ -102,8 +102,12 @@ class ServedModel:
     @classmethod
     def load(cls, name: str, path: str | Path, device: str = "auto",
              threads: int | None = None) -> "ServedModel":
-        from nlpforge.serving.generation import find_generator
+        from nlpforge.manifest import read_manifest
+        from nlpforge.runtime.generation.generator import is_generative
+        from nlpforge.serving.generation import GeneratedModel, find_generator
 
+        if is_generative(read_manifest(path)):
+            return GeneratedModel.load(name, path, device=device, threads=threads)
         predictor = Predictor.load(path, device=device, threads=threads)
         return cls(name, predictor, find_generator(predictor))
 
@@ -158,7 +162,7 @@ class ServedModel:
             predictions, raw = await self._submit_rows(rows, truncate, timeout, where)
             available = self._prediction_tensors(predictions)
             available.update({n: OutputTensor.from_array(n, raw[n]) for n in self.row_outputs
-                              if n not in available})
+                              if n not in available and n in raw})  # none for windows/pairs
         else:
             features, length = self._features_from_tensors(request.inputs)
             size = len(features["input_ids"])

@@ -40,3 +40,16 @@ class Stepper(Protocol):
 
     def select(self, state: Any, index: np.ndarray) -> Any:
         ...
+
+
+def row_index(index: np.ndarray, batch_size: int) -> np.ndarray | None:
+    """``select``'s argument checked against ``batch_size`` rows as an int64 array; None when
+    it keeps every row in place (nothing to do)."""
+    from nlpforge.errors import DataError
+
+    index = np.asarray(index, dtype=np.int64)
+    if index.ndim != 1 or (index.size and (index.min() < 0 or index.max() >= batch_size)):
+        raise DataError(f"select() needs row numbers in [0, {batch_size}), got {index.tolist()}")
+    if index.size == batch_size and (index == np.arange(index.size)).all():
+        return None
+    return index

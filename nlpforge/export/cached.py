@@ -1,0 +1,151 @@
+"""What the KV-cache exports (``decoder.py``, ``seq2seq.py``) share: option checks, tracing with
+a fallback exporter, the special token ids generation needs, and writing the export dir.
+
+Both trace with torch.onnx's TorchScript exporter (``dynamo=False``), as optimum does: on these
+graphs it is an order of magnitude faster than the dynamo exporter with the same numbers, and
+it takes a zero-length cache without special casing. When it fails on an architecture, the
+dynamo exporter is tried before giving up; the manifest records which one wrote each graph.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+import torch
+
+from nlpforge.atomic import atomic_dir
+from nlpforge.errors import ExportError, UsageError
+from nlpforge.export import files
+from nlpforge.export.convert import quiet_exporter
+from nlpforge.manifest import write_manifest
+
+DEFAULT_OPSET = 17
+
+
+def check_options(opts: Any, kind: str) -> None:
+    """Refuse the encoder export's variants and formats, not made for cached graphs yet."""
+    asked = [flag for flag, on in (("--optimize", opts.optimize != "none"),
+                                   ("--quantize", opts.quantize != "none"),
+                                   ("--fp16", opts.fp16),
+                                   ("--format triton", opts.format != "onnx")) if on]
+    if asked:
+        raise UsageError(f"{', '.join(asked)}: not available for {kind} exports yet; "
+                         f"export without {'them' if len(asked) > 1 else 'it'}")
+
+
+def trace(wrapper: torch.nn.Module, args: tuple, path: Path, opts: Any, run_dir: str,
+          names: tuple[list[str], list[str], dict[str, dict[int, str]]],
+          dynamo: Callable[[Path, int, bool], None]) -> tuple[str, int]:
+    """Write ``wrapper`` traced on ``args`` to ``path`` (TorchScript exporter, then
+    ``dynamo(path, opset, external_data)`` if that fails); returns the exporter and opset."""
+    from nlpforge.export.onnx import _reason
+
+    inputs, outputs, axes = names
+    opset = opts.opset or DEFAULT_OPSET
+    size = sum(p.numel() * p.element_size() for p in wrapper.parameters())
+    external = size >= opts.external_data_threshold
+    errors = []
+    for exporter in ("torchscript", "dynamo"):
+        try:
+            with quiet_exporter(), torch.no_grad():
+                if exporter == "torchscript":
+                    torch.onnx.export(wrapper, args, str(path), dynamo=False,
+                                      input_names=list(inputs), output_names=list(outputs),
+                                      dynamic_axes=axes, opset_version=opset,
+                                      do_constant_folding=True)
+                else:
+                    dynamo(path, opset, external)
+            break
+        except Exception as exc:
+            errors.append(f"{exporter}: {_reason(exc)}")
+    else:
+        raise ExportError(f"torch.onnx could not export {path.name} of {run_dir}: "
+                          f"{'; '.join(errors)}")
+    model = onnx.load(str(path), load_external_data=True)
+    files.save(files.tidy(model), path, opts.external_data_threshold)
+    return exporter, next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def special_ids(run_dir: Path, config: Any, tokenizer: Any) -> dict[str, Any]:
+    """EOS, pad, BOS, decoder-start and forced-BOS ids as ``generate()`` uses them:
+    generation_config.json first, then the model config; pad falls back to the tokenizer's
+    pad id, then to the first EOS."""
+    generation: dict[str, Any] = {}
+    path = run_dir / "generation_config.json"
+    if path.is_file():
+        try:
+            generation = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            generation = {}
+
+    def pick(name: str) -> int | None:
+        value = generation.get(name)
+        value = value if value is not None else getattr(config, name, None)
+        return int(value) if value is not None and not isinstance(value, list) else value
+
+    eos = pick("eos_token_id")
+    eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+    pad = pick("pad_token_id")
+    if pad is None:
+        pad = getattr(tokenizer, "pad_id", None)
+    if pad is None and eos_ids:
+        pad = eos_ids[0]
+    return {"eos_token_ids": eos_ids, "pad_token_id": int(pad) if pad is not None else 0,
+            "bos_token_id": pick("bos_token_id"),
+            "decoder_start_token_id": pick("decoder_start_token_id"),
+            "forced_bos_token_id": pick("forced_bos_token_id")}
+
+
+def write_export(output: str, opts: Any, run_dir: str,
+                 build: Callable[[Path], dict[str, Any]],
+                 smoke: Callable[[Path, dict[str, Any]], None]) -> dict[str, Any]:
+    """Make the export dir atomically: ``build(target)`` writes and validates the graphs and
+    returns the manifest; the run's tokenizer and config files are copied, the manifest
+    written, ``smoke(target, manifest)`` loads the result torch-free. Nothing is left behind
+    when any step fails."""
+    from nlpforge.export.onnx import COPIED
+
+    start = time.perf_counter()
+    try:
+        with atomic_dir(output, opts.overwrite) as target:
+            record = build(target)
+            for name in COPIED:
+                if (Path(run_dir) / name).is_file():
+                    shutil.copy2(Path(run_dir) / name, target / name)
+            record["export_seconds"] = round(time.perf_counter() - start, 3)
+            write_manifest(target, record)
+            smoke(target, record)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            raise ExportError(f"cannot write {output}: {exc.strerror}; nothing was written")
+        raise
+    return record
+
+
+def export_record(manifest: dict[str, Any], run_dir: str, io: dict[str, Any],
+                  model_files: list[str], first_file: str, exporter: Any, opset: int | None,
+                  report: dict[str, Any]) -> dict[str, Any]:
+    """The export manifest of a cached export: one fp32 variant made of ``model_files``."""
+    return {
+        **manifest,
+        "kind": "export",
+        "io": io,
+        "opset": opset,
+        "exporter": exporter,
+        "validation": report,
+        "variants": {"fp32": {"file": first_file, "files": model_files, "precision": "fp32",
+                              "validation": "validation"}},
+        "default_variant": "fp32",
+        "optimization": None,
+        "quantization": None,
+        "source_run": str(Path(run_dir).absolute()),
+        "provenance": {**manifest.get("provenance", {}),
+                       "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "torch_export": torch.__version__},
+    }

@@ -1,0 +1,230 @@
+"""The three graphs of an encoder-decoder export, as PyTorch modules with flat tensor IO.
+
+Layout and tensor names are optimum's ``ORTModelForSeq2SeqLM``:
+
+- ``encoder_model.onnx``: ``input_ids``, ``attention_mask`` → ``last_hidden_state``;
+- ``decoder_model.onnx`` (the first step): ``input_ids``, ``encoder_attention_mask``,
+  ``encoder_hidden_states`` → ``logits``, ``present.{i}.decoder.key/value`` (self-attention)
+  and ``present.{i}.encoder.key/value`` (cross-attention, computed once here);
+- ``decoder_with_past_model.onnx`` (every later step): ``input_ids`` (one token per row),
+  ``encoder_attention_mask``, ``past_key_values.{i}.decoder.*`` and
+  ``past_key_values.{i}.encoder.*`` → ``logits`` and ``present.{i}.decoder.*`` (the
+  cross-attention cache does not change, so it is not returned).
+
+Two decoder graphs rather than one merged graph: whether cross-attention keys are computed
+or reused is a Python branch inside transformers, which a trace cannot keep; optimum's merged
+graph wraps both traces in an ``If`` node, which buys nothing at run time.
+
+Nothing here is specific to an architecture: the wrappers only use the
+``AutoModelForSeq2SeqLM`` interface (``get_encoder()``, ``encoder_outputs``, an
+``EncoderDecoderCache``), and the cache sizes are read from a PyTorch run
+(:func:`cache_layout`), so T5, BART, Marian, mBART, Pegasus… export through the same code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+ENCODER_FILE = "encoder_model.onnx"
+DECODER_FILE = "decoder_model.onnx"
+DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
+KINDS = ("key", "value")
+
+
+def past_names(num_layers: int, part: str) -> list[str]:
+    """``past_key_values.{i}.{part}.key/value``; ``part`` is ``decoder`` or ``encoder``."""
+    return [f"past_key_values.{i}.{part}.{k}" for i in range(num_layers) for k in KINDS]
+
+
+def present_names(num_layers: int, part: str) -> list[str]:
+    return [f"present.{i}.{part}.{k}" for i in range(num_layers) for k in KINDS]
+
+
+@dataclass(frozen=True)
+class GraphSignature:
+    """Input and output names of one graph, with the labels of their dynamic axes."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+
+    def axes_json(self) -> dict[str, dict[str, str]]:
+        return {k: {str(a): n for a, n in v.items()} for k, v in self.dynamic_axes.items()}
+
+
+def encoder_signature() -> GraphSignature:
+    tokens = {0: "batch_size", 1: "encoder_sequence_length"}
+    return GraphSignature(("input_ids", "attention_mask"), ("last_hidden_state",),
+                          {"input_ids": tokens, "attention_mask": tokens,
+                           "last_hidden_state": tokens})
+
+
+def decoder_signature(num_layers: int) -> GraphSignature:
+    self_out, cross_out = present_names(num_layers, "decoder"), present_names(num_layers,
+                                                                              "encoder")
+    enc = {0: "batch_size", 1: "encoder_sequence_length"}
+    axes: dict[str, dict[int, str]] = {
+        "input_ids": {0: "batch_size", 1: "decoder_sequence_length"},
+        "encoder_attention_mask": enc, "encoder_hidden_states": enc,
+        "logits": {0: "batch_size", 1: "decoder_sequence_length"}}
+    axes.update({n: {0: "batch_size", 2: "decoder_sequence_length"} for n in self_out})
+    axes.update({n: {0: "batch_size", 2: "encoder_sequence_length"} for n in cross_out})
+    return GraphSignature(("input_ids", "encoder_attention_mask", "encoder_hidden_states"),
+                          ("logits", *self_out, *cross_out), axes)
+
+
+def decoder_with_past_signature(num_layers: int) -> GraphSignature:
+    self_in, cross_in = past_names(num_layers, "decoder"), past_names(num_layers, "encoder")
+    self_out = present_names(num_layers, "decoder")
+    axes: dict[str, dict[int, str]] = {
+        "input_ids": {0: "batch_size"},
+        "encoder_attention_mask": {0: "batch_size", 1: "encoder_sequence_length"},
+        "logits": {0: "batch_size"}}
+    axes.update({n: {0: "batch_size", 2: "past_decoder_sequence_length"} for n in self_in})
+    axes.update({n: {0: "batch_size", 2: "encoder_sequence_length"} for n in cross_in})
+    axes.update({n: {0: "batch_size", 2: "past_decoder_sequence_length + 1"} for n in self_out})
+    return GraphSignature(("input_ids", "encoder_attention_mask", *self_in, *cross_in),
+                          ("logits", *self_out), axes)
+
+
+def _cache_arg(model: Any) -> str:
+    """transformers ≥ 5.2x calls the cache argument ``cache``; earlier 5.x ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else \
+        "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    cache = out.get("cache")
+    return cache if cache is not None else out.get("past_key_values")
+
+
+def _flatten(cache: Any, num_layers: int, part: str) -> list[torch.Tensor]:
+    inner = cache.self_attention_cache if part == "decoder" else cache.cross_attention_cache
+    flat: list[torch.Tensor] = []
+    for i in range(num_layers):
+        layer = inner.layers[i]
+        flat += [layer.keys, layer.values]
+    return flat
+
+
+class EncoderGraph(torch.nn.Module):
+    """``input_ids``, ``attention_mask`` → the encoder's ``last_hidden_state``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.signature = encoder_signature()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor]:
+        out = self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+        return (out.last_hidden_state,)
+
+
+class DecoderGraph(torch.nn.Module):
+    """The first decoder step: no cache in; logits, self- and cross-attention caches out."""
+
+    def __init__(self, model: torch.nn.Module, num_layers: int):
+        super().__init__()
+        self.model, self.num_layers = model, num_layers
+        self.cache_arg = _cache_arg(model)
+        self.signature = decoder_signature(num_layers)
+
+    def forward(self, input_ids: torch.Tensor, encoder_attention_mask: torch.Tensor,
+                encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        out = self.model(decoder_input_ids=input_ids, attention_mask=encoder_attention_mask,
+                         encoder_outputs=(encoder_hidden_states,), use_cache=True,
+                         **{self.cache_arg: cache})
+        returned = _returned_cache(out)
+        return (out.logits, *_flatten(returned, self.num_layers, "decoder"),
+                *_flatten(returned, self.num_layers, "encoder"))
+
+
+class DecoderWithPastGraph(torch.nn.Module):
+    """Later steps: one token per row and both caches in; logits and the grown self-attention
+    cache out. The encoder's hidden states are not needed: the cross-attention cache holds
+    their projections (a zero placeholder of the right shape is passed to the model)."""
+
+    def __init__(self, model: torch.nn.Module, num_layers: int, hidden_size: int):
+        super().__init__()
+        self.model, self.num_layers, self.hidden_size = model, num_layers, hidden_size
+        self.cache_arg = _cache_arg(model)
+        self.signature = decoder_with_past_signature(num_layers)
+
+    def forward(self, input_ids: torch.Tensor, encoder_attention_mask: torch.Tensor,
+                *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        n = 2 * self.num_layers
+        self_cache, cross_cache = DynamicCache(), DynamicCache()
+        for i in range(self.num_layers):
+            self_cache.update(past[2 * i], past[2 * i + 1], i)
+            cross_cache.update(past[n + 2 * i], past[n + 2 * i + 1], i)
+        cache = EncoderDecoderCache(self_cache, cross_cache)
+        placeholder = torch.zeros(*encoder_attention_mask.shape, self.hidden_size,
+                                  dtype=past[n].dtype)
+        out = self.model(decoder_input_ids=input_ids, attention_mask=encoder_attention_mask,
+                         encoder_outputs=(placeholder,), use_cache=True,
+                         **{self.cache_arg: cache})
+        return (out.logits, *_flatten(_returned_cache(out), self.num_layers, "decoder"))
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """What a loader needs to allocate and name the caches."""
+
+    num_layers: int
+    num_heads: int  # self-attention
+    head_dim: int
+    cross_num_heads: int
+    cross_head_dim: int
+    hidden_size: int
+    vocab_size: int
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def cache_layout(model: torch.nn.Module) -> CacheLayout:
+    """Sizes read from one PyTorch decoder step on a dummy batch (no per-architecture table)."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    ids = torch.full((1, 2), 4, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        hidden = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        out = model(decoder_input_ids=ids[:, :1], attention_mask=mask,
+                    encoder_outputs=(hidden,), use_cache=True, **{_cache_arg(model): cache})
+    returned = _returned_cache(out)
+    layers = len(returned.self_attention_cache.layers)
+    self_key = returned.self_attention_cache.layers[0].keys
+    cross_key = returned.cross_attention_cache.layers[0].keys
+    return CacheLayout(num_layers=layers, num_heads=int(self_key.shape[1]),
+                       head_dim=int(self_key.shape[3]), cross_num_heads=int(cross_key.shape[1]),
+                       cross_head_dim=int(cross_key.shape[3]),
+                       hidden_size=int(hidden.shape[-1]), vocab_size=int(out.logits.shape[-1]))
+
+
+def graphs(model: torch.nn.Module, layout: CacheLayout) -> dict[str, torch.nn.Module]:
+    """File name → wrapper, in export order."""
+    return {ENCODER_FILE: EncoderGraph(model).eval(),
+            DECODER_FILE: DecoderGraph(model, layout.num_layers).eval(),
+            DECODER_WITH_PAST_FILE: DecoderWithPastGraph(model, layout.num_layers,
+                                                         layout.hidden_size).eval()}
+
+
+def run_graph(wrapper: torch.nn.Module, features: dict[str, Any]) -> dict[str, Any]:
+    """Run a wrapper on numpy features in PyTorch; named float32 numpy outputs."""
+    import numpy as np
+
+    names: Sequence[str] = wrapper.signature.inputs
+    with torch.inference_mode():
+        out = wrapper(*(torch.from_numpy(np.ascontiguousarray(features[n])) for n in names))
+    return {n: t.float().numpy() for n, t in zip(wrapper.signature.outputs, out)}

@@ -1,0 +1,97 @@
+"""Tiny base models per family, by name: what a plugin's tests train on.
+
+Each builder saves a randomly initialised 2-layer model (hidden size 32) with a tokenizer
+trained on the fly into a directory and returns it — nothing is downloaded. The builders of
+the generative families live in their own modules; a missing one is reported as
+``TinyModelUnavailable`` so tests can skip with the reason. No torch at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+#: Tiny model name → "module:function(directory) -> Path".
+BUILDERS = {
+    "bert": "nlpforge.testing.models:make_tiny_bert",
+    "gpt2": "nlpforge.testing.decoders:make_tiny_gpt2",
+    "llama": "nlpforge.testing.decoders:make_tiny_llama",
+    "t5": "nlpforge.testing.seq2seq_models:make_tiny_t5",
+    "bart": "nlpforge.testing.seq2seq_models:make_tiny_bart",
+}
+#: The tiny model a task of each family trains on unless told otherwise.
+FAMILY_DEFAULTS = {"encoder": "bert", "decoder": "gpt2", "encoder-decoder": "t5"}
+
+
+def wordpiece_tokenizer(max_length: int = 64, vocab_size: int = 400,
+                        corpus: list[str] | None = None) -> Any:
+    """A BERT-style WordPiece runtime ``Tokenizer`` trained in memory with the ``tokenizers``
+    library only — no transformers import, so tests of ``encode``/``postprocess`` stay fast."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+
+    from nlpforge.runtime.tokenizer import Tokenizer
+    from nlpforge.testing.models import CORPUS
+
+    backend = Backend(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    trainer = WordPieceTrainer(vocab_size=vocab_size,
+                               special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    backend.train_from_iterator((corpus or CORPUS) * 3, trainer)
+    cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return Tokenizer(backend, pad_id=backend.token_to_id("[PAD]"), max_length=max_length)
+
+
+class TinyModelUnavailable(LookupError):
+    """This nlpforge has no builder for the tiny model asked for."""
+
+
+def family_default(family: str) -> str:
+    """The tiny model name for a ``ModelFamily`` (or its value)."""
+    value = getattr(family, "value", family)
+    if value not in FAMILY_DEFAULTS:
+        raise TinyModelUnavailable(f"no tiny model for the model family {value!r} "
+                                   f"(families: {', '.join(FAMILY_DEFAULTS)})")
+    return FAMILY_DEFAULTS[value]
+
+
+def make_tiny_model(name: str, directory: str | os.PathLike) -> Path:
+    """Build the tiny model ``name`` (bert, gpt2, llama, t5, bart) into ``directory``."""
+    if name not in BUILDERS:
+        raise TinyModelUnavailable(f"unknown tiny model {name!r} (known: {', '.join(BUILDERS)})")
+    module_name, function = BUILDERS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise TinyModelUnavailable(f"tiny {name} needs {module_name}, which this nlpforge "
+                                   f"does not have") from exc
+    builder = getattr(module, function, None)
+    if builder is None:
+        raise TinyModelUnavailable(f"tiny {name}: {module_name} has no {function}()")
+    return Path(builder(directory))
+
+
+class TinyModels:
+    """Tiny models built once each into ``root`` (the pytest plugin keeps one per session)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self._built: dict[str, Path] = {}
+
+    def get(self, name: str) -> Path:
+        if name not in self._built:
+            self._built[name] = make_tiny_model(name, self.root / name)
+        return self._built[name]
+
+    def for_family(self, family: str) -> Path:
+        return self.get(family_default(family))
