@@ -315,6 +315,34 @@ def test_n_best_long_and_empty_contexts_torch_free(qa_export):
     assert (nothing["answer"], nothing["start"], nothing["n_best"]) == ("", None, [])
 
 
+def test_served_answers_equal_the_predictor_for_windowed_contexts(qa_export):
+    """Long contexts (several windows per request) through the server's batcher, v1 and v2."""
+    import nlpforge
+    from test_serving import Server
+
+    rows = make_rows(3, 9, filler=30) + make_rows(2, 10)
+    requests = [{"question": r["question"], "context": r["context"]} for r in rows]
+    expected = nlpforge.load(str(qa_export)).predict(requests)
+    server = Server(f"qa={qa_export}", "--threads", "1", "--max-batch-size", "4")
+    try:
+        c = server.client
+        response = c.post("/v1/models/qa/predict", json={"inputs": requests})
+        assert response.status_code == 200, response.text
+        served = response.json()["predictions"]
+        assert [(p["answer"], p["start"], p["end"]) for p in served] == \
+            [(p["answer"], p["start"], p["end"]) for p in expected]
+        v2 = {"inputs": [{"name": name, "shape": [len(requests)], "datatype": "BYTES",
+                          "data": [r[name] for r in requests]}
+                         for name in ("question", "context")]}
+        response = c.post("/v2/models/qa/infer", json=v2)
+        assert response.status_code == 200, response.text
+        outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
+        assert outputs["answer"] == [p["answer"] for p in expected]
+    finally:
+        server.client.close()
+        server.stop()
+
+
 def test_cli_predict_evaluate_and_bad_offsets(qa_export, qa_data, tmp_path):
     requests = write_jsonl(tmp_path / "req.jsonl", [
         {"question": "Where does Emma live?", "context": "Emma lives in Oslo."}])

@@ -84,13 +84,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def _warm_up(state: ServerState) -> None:
     """Readiness comes only after every model has run full and long batches once."""
-    try:
-        for model in state.models.values():
+    for model in state.models.values():
+        try:
             assert model.batcher is not None
             await model.batcher.run_on_model_thread(model.warm_up)
-    except Exception:
-        log.error("warm-up failed; the server stays not ready", exc_info=True)
-        return
+        except Exception as exc:
+            log.error("warm-up of model '%s' failed (%s: %s); the server stays not ready",
+                      model.name, type(exc).__name__, exc, exc_info=log.isEnabledFor(10))
+            return
     state.ready = True
     log.info("ready: %s warmed up", ", ".join(state.models))
 

@@ -370,8 +370,13 @@ class ServedModel:
         return results
 
     def warm_up(self) -> None:
-        """Run the example request alone, in a full batch and at the token limit."""
-        long = {k: (v + " ") * self.limit if isinstance(v, str) else v
+        """Run the example request alone, in a full batch and at the token limit.
+
+        Only the last text field is lengthened: tasks may bound the others (a QA question must
+        leave room for the context in every window).
+        """
+        texts = [k for k, v in self.example.items() if isinstance(v, str)]
+        long = {k: (v + " ") * self.limit if texts and k == texts[-1] else v
                 for k, v in self.example.items()}
         for rows in ([self.example], [self.example] * self.max_batch_size, [long]):
             predict_rows(self.task, self.predictor.tokenizer, self.predictor.run, rows,
