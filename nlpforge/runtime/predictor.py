@@ -43,6 +43,10 @@ class Predictor:
         self.session = session
         self.batch_size = batch_size
         self.input_names = [i.name for i in session.get_inputs()]
+        # A decoder export scored teacher-forced (perplexity): the whole text is the prompt and
+        # the cache inputs get empty arrays ([batch, kv heads, 0, head dim]).
+        self.empty_caches = {i.name: (i.shape[1], i.shape[3]) for i in session.get_inputs()
+                             if i.name.startswith("past_key_values.")}
         self.output_names = [o.name for o in session.get_outputs()]
         self.variant = variant
 
@@ -76,13 +80,10 @@ class Predictor:
     def run(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the ONNX model on numpy features; returns its outputs by name."""
         feeds = {name: features[name] for name in self.input_names if name in features}
-        for node in self.session.get_inputs():
-            if node.name not in feeds and node.name.startswith("past_key_values."):
-                # A decoder export scored teacher-forced (perplexity): the whole text is the
-                # prompt, the cache is empty ([batch, kv heads, 0, head dim]).
-                _, heads, _, dim = node.shape
-                feeds[node.name] = np.zeros((len(features["input_ids"]), heads, 0, dim),
-                                            dtype=np.float32)
+        for name, (heads, dim) in self.empty_caches.items():
+            if name not in feeds:
+                feeds[name] = np.zeros((len(features["input_ids"]), heads, 0, dim),
+                                       dtype=np.float32)
         values = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, values))
 
