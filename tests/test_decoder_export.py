@@ -63,10 +63,10 @@ def _manifest(directory):
     return json.loads((directory / "nlpforge.json").read_text())
 
 
-def _stepper(directory):
+def _stepper(directory, **kwargs):
     from nlpforge.runtime.generation.decoder import DecoderStepper
 
-    return DecoderStepper.load(directory, _manifest(directory), device="cpu")
+    return DecoderStepper.load(directory, _manifest(directory), device="cpu", **kwargs)
 
 
 def _prompts(directory, texts):
@@ -172,9 +172,11 @@ def test_cached_steps_equal_a_full_recompute(exports):
 
 
 def test_cache_stays_in_ortvalues_through_io_binding(exports):
+    """The CUDA code path (IO binding, OrtValues on the device) run on CPU bindings."""
     from onnxruntime import OrtValue
 
-    stepper = _stepper(exports["gpt2"])
+    stepper = _stepper(exports["gpt2"], binding=True)
+    assert stepper.graph.binding
     batch = _prompts(exports["gpt2"], PROMPTS[:2])
     logits, state = stepper.start(batch["input_ids"], batch["attention_mask"])
     assert logits.shape == (2, stepper.vocab_size) and logits.dtype == np.float32
@@ -182,6 +184,55 @@ def test_cache_stays_in_ortvalues_through_io_binding(exports):
     assert all(isinstance(v, OrtValue) and v.device_name() == "cpu" for v in after.cache)
     assert after.cache[0].shape() == [2, 2, state.length + 1, 16]
     assert state.cache[0].shape() == [2, 2, state.length, 16]  # the old state is untouched
+
+
+def test_numpy_and_io_binding_paths_agree(exports):
+    """On the CPU the cache stays numpy (no binding); both paths give the same logits,
+    through steps and a row selection."""
+    plain, bound = _stepper(exports["llama"]), _stepper(exports["llama"], binding=True)
+    assert not plain.graph.binding
+    batch = _prompts(exports["llama"], PROMPTS)
+    results = []
+    for stepper in (plain, bound):
+        logits, state = stepper.start(batch["input_ids"], batch["attention_mask"])
+        seen = [logits]
+        for tokens in ([5, 6, 7], [8, 9, 10]):
+            logits, state = stepper.step(state, np.array(tokens))
+            seen.append(logits)
+        state = stepper.select(state, np.array([2, 0, 0]))
+        seen.append(stepper.step(state, np.array([11, 12, 13]))[0])
+        results.append(seen)
+        assert isinstance(state.cache[0], np.ndarray) == (stepper is plain)
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_optimized_export_is_the_default_and_generates_the_same_tokens(runs, tmp_path, name):
+    """--optimize extended: ONNX Runtime's fusions for TorchScript graphs, validated after
+    every pass; the stepper loads the optimized graph and greedy still equals generate()."""
+    from nlpforge.cli.export import summary
+    from nlpforge.export.onnx import export_run
+
+    out = tmp_path / name
+    manifest = export_run(str(runs[name]), str(out), optimize="extended")
+    assert manifest["default_variant"] == "optimized"
+    optimized = manifest["variants"]["optimized"]
+    assert optimized["graphs"] == {"model.onnx": "model.optimized.onnx"}
+    record = manifest["optimization"]["graphs"]["model.onnx"]
+    assert [s["pass"] for s in record["steps"]] == ["transformer-fusions", "onnxruntime-basic"]
+    assert all(s["validation"]["passed"] for s in record["steps"])
+    fused = {op for s in record["steps"] for op in s["applied"]}
+    assert fused and all(op.startswith("com.microsoft.") for op in fused)
+    assert summary(str(out), {**manifest, "export_seconds": 1})["variants"]["optimized"]["applied"]
+    stepper = _stepper(out)
+    assert stepper.session._model_path.endswith("model.optimized.onnx")
+    batch = _prompts(out, PROMPTS)
+    ours = _greedy(stepper, batch["input_ids"], batch["attention_mask"], 12)
+    theirs = _hf_greedy(runs[name], batch["input_ids"], batch["attention_mask"], 12)
+    assert ours.tolist() == theirs[:, :ours.shape[1]].tolist()
+    fp32 = _stepper(out, variant="fp32")
+    assert fp32.session._model_path.endswith("/model.onnx")
 
 
 def test_select_reorders_and_duplicates_cache_rows(exports):

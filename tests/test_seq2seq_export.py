@@ -224,6 +224,57 @@ def test_stepper_refuses_a_broken_export_dir(exported, tmp_path):
         EncoderDecoderStepper.load(export, manifest, device="cpu")
 
 
+def test_numpy_and_io_binding_paths_agree(exported):
+    """On the CPU the caches stay numpy arrays; the IO-binding path (CUDA's) gives the same
+    logits through steps and a row selection that changes prompts."""
+    from nlpforge.runtime.generation.seq2seq import EncoderDecoderStepper
+
+    _, run, export = exported
+    manifest, plain, tokenizer, _ = _load(run, export)
+    bound = EncoderDecoderStepper.load(export, manifest, device="cpu", binding=True)
+    batch = _batch(tokenizer, TEXTS, "left")
+    results = []
+    for stepper in (plain, bound):
+        logits, state = stepper.start(batch["input_ids"], batch["attention_mask"])
+        seen = [logits, stepper.step(state, np.array([5, 6, 7]))[0]]
+        state = stepper.select(state, np.array([2, 2, 0]))
+        seen.append(stepper.step(state, np.array([8, 9, 10]))[0])
+        results.append(seen)
+        assert isinstance(state.cross_cache[0], np.ndarray) == (stepper is plain)
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_optimized_export_generates_the_same_tokens(exported, tmp_path):
+    """--optimize extended runs ONNX Runtime's fusions (T5's or BART's) on all three graphs,
+    each validated after every pass; greedy on the optimized default equals generate()."""
+    from nlpforge.cli.export import summary
+    from nlpforge.export.onnx import export_run
+    from nlpforge.runtime.generation.seq2seq import EncoderDecoderStepper
+
+    kind, run, _ = exported
+    out = tmp_path / "optimized"
+    manifest = export_run(str(run), str(out), optimize="extended")
+    assert manifest["default_variant"] == "optimized"
+    graphs = manifest["variants"]["optimized"]["graphs"]
+    assert sorted(graphs.values()) == ["decoder_model.optimized.onnx",
+                                       "decoder_with_past_model.optimized.onnx",
+                                       "encoder_model.optimized.onnx"]
+    records = manifest["optimization"]["graphs"]
+    assert all(step["validation"]["passed"] for r in records.values() for step in r["steps"])
+    assert sum(sum(step["applied"].values()) for r in records.values()
+               for step in r["steps"]) > 0  # something was fused
+    assert set(summary(str(out), {**manifest, "export_seconds": 1})["max_abs_diff"]) == \
+        set(graphs)
+    stepper = EncoderDecoderStepper.load(out, manifest, device="cpu")
+    assert stepper.decoder_with_past._model_path.endswith("decoder_with_past_model.optimized.onnx")
+    _, _, tokenizer, model = _load(run, exported[2])
+    batch = _batch(tokenizer, TEXTS)
+    want = _generate(model, batch, num_beams=1, max_new_tokens=10)
+    got = _greedy(stepper, batch["input_ids"], batch["attention_mask"], 10)
+    np.testing.assert_array_equal(got[:, :want.shape[1]], want)
+
+
 def test_unsupported_variants_are_refused(exported, tmp_path):
     from nlpforge.errors import UsageError
     from nlpforge.export.onnx import export_run

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,15 +24,15 @@ from nlpforge.atomic import atomic_dir
 from nlpforge.errors import ExportError, UsageError
 from nlpforge.export import files
 from nlpforge.export.convert import quiet_exporter
+from nlpforge.export.optimize import Check, Pass, optimize
 from nlpforge.manifest import write_manifest
 
 DEFAULT_OPSET = 17
 
 
 def check_options(opts: Any, kind: str) -> None:
-    """Refuse the encoder export's variants and formats, not made for cached graphs yet."""
-    asked = [flag for flag, on in (("--optimize", opts.optimize != "none"),
-                                   ("--quantize", opts.quantize != "none"),
+    """Refuse the encoder export's variants and formats not made for cached graphs yet."""
+    asked = [flag for flag, on in (("--quantize", opts.quantize != "none"),
                                    ("--fp16", opts.fp16),
                                    ("--format triton", opts.format != "onnx")) if on]
     if asked:
@@ -125,6 +126,36 @@ def write_export(output: str, opts: Any, run_dir: str,
         if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
             raise ExportError(f"cannot write {output}: {exc.strerror}; nothing was written")
         raise
+    return record
+
+
+def optimize_graphs(target: Path, checks: dict[str, Check], opts: Any,
+                    fusions: Pass) -> tuple[dict[str, Any], dict[str, str]]:
+    """``--optimize``: run the level's passes on each graph of the export dir (file name →
+    ``check(path)``, which validates that graph against PyTorch and raises ExportError on a
+    mismatch). Writes ``<stem>.optimized.onnx`` next to each graph; returns the manifest's
+    ``optimization`` record and ``{graph file: optimized file}``."""
+    records, names = {}, {}
+    with tempfile.TemporaryDirectory(prefix=".optimize-", dir=target) as work:
+        for name, check in checks.items():
+            optimized = f"{Path(name).stem}.optimized.onnx"
+            records[name], _ = optimize(target / name, target / optimized, opts.optimize, check,
+                                        Path(work), opts.external_data_threshold, fusions)
+            names[name] = optimized
+    return {"level": opts.optimize, "portable": opts.optimize != "all", "graphs": records}, names
+
+
+def with_optimized(record: dict[str, Any], optimization: dict[str, Any] | None,
+                   names: dict[str, str], target: Path) -> dict[str, Any]:
+    """Add the ``optimized`` variant (the default, when made) to an export record."""
+    if optimization is None:
+        return record
+    model_files = [f for name in names.values() for f in files.model_files(target / name)]
+    record["variants"]["optimized"] = {"file": next(iter(names.values())), "files": model_files,
+                                       "graphs": names, "precision": "fp32",
+                                       "validation": "optimization"}
+    record["default_variant"] = "optimized"
+    record["optimization"] = optimization
     return record
 
 

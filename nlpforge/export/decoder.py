@@ -30,6 +30,7 @@ from nlpforge.export import cached, files
 from nlpforge.export.convert import eager_attention
 from nlpforge.export.decoder_arch import Architecture, architecture
 from nlpforge.export.decoder_cases import decoder_cases, empty_cache, position_ids
+from nlpforge.export.optimize import ort_fusions
 from nlpforge.export.validate import Features, compare, memoized, onnx_runner
 
 MODEL_FILE = "model.onnx"
@@ -97,9 +98,20 @@ def export_decoder(run_dir: str, output: str, opts: Any, manifest: dict[str, Any
         wrapper.eval()
         model.eval()  # the exporter restores training flags; references need eval mode
         report = validate(wrapper, sizes, target / MODEL_FILE, opts.atol)
-        return cached.export_record(manifest, run_dir, _io(sizes, special),
-                                    files.model_files(target / MODEL_FILE), MODEL_FILE,
-                                    exporter, opset, report)
+        record = cached.export_record(manifest, run_dir, _io(sizes, special),
+                                      files.model_files(target / MODEL_FILE), MODEL_FILE,
+                                      exporter, opset, report)
+        if opts.optimize == "none":
+            return record
+
+        def check(path: Path) -> dict[str, Any]:
+            checked = validate(wrapper, sizes, path, opts.atol)
+            return {k: v for k, v in checked.items() if k != "cases"}
+
+        fusions = ort_fusions(arch.fusions, int(model.config.num_attention_heads),
+                              int(model.config.hidden_size))
+        optimization, names = cached.optimize_graphs(target, {MODEL_FILE: check}, opts, fusions)
+        return cached.with_optimized(record, optimization, names, target)
 
     return cached.write_export(output, opts, run_dir, build, smoke_test)
 

@@ -57,6 +57,8 @@ class Architecture:
     head_dim: Callable[[Any], int] = _head_dim
     build_cache: Callable[[Any, Sequence[Any]], Any] = dynamic_cache
     flatten: Callable[[Any], list[Any]] = flat_cache
+    #: the model type whose fusions ONNX Runtime's transformer optimizer applies (--optimize)
+    fusions: str = "gpt2"
 
 
 #: Every architecture with a full-attention key/value cache per layer (no sliding window,

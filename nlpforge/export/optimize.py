@@ -10,10 +10,13 @@ Levels (``nlpforge export --optimize``), each validated against PyTorch after ev
 - ``all``: ``extended`` + ONNX Runtime's full offline optimization for its CPU provider
   (its own fusions and layout changes); the file is meant for the CPU provider.
 
-The fusions come from onnxscript's rewriter (``onnxscript.rewriter.ort_fusions``), which is
-written for graphs of the dynamo exporter that nlpforge uses: ONNX Runtime's older Python
-optimizer (``onnxruntime.transformers.optimizer``) recognises the attention of TorchScript
-exports only and finds nothing to fuse in a dynamo graph.
+The fusions of encoder exports come from onnxscript's rewriter
+(``onnxscript.rewriter.ort_fusions``), written for graphs of the dynamo exporter that the
+encoder export uses: ONNX Runtime's older Python optimizer
+(``onnxruntime.transformers.optimizer``) recognises TorchScript graphs only and finds nothing
+to fuse in a dynamo graph. The KV-cache exports are TorchScript graphs, so they take that
+optimizer's fusions instead (``ort_fusions``: layer norms, skip layer norms, GELU, bias
+adds, and the shape arithmetic between them).
 """
 
 from __future__ import annotations
@@ -36,27 +39,40 @@ PASSES = {
     "extended": ("onnxruntime-basic", "transformer-fusions"),
     "all": ("onnxruntime-basic", "transformer-fusions", "onnxruntime-all"),
 }
+#: The same levels for TorchScript graphs (``ort_fusions``): ONNX Runtime's transformer
+#: optimizer matches the exporter's own patterns, which the basic rewrites would disturb.
+FUSIONS_FIRST = {
+    "none": (),
+    "basic": ("onnxruntime-basic",),
+    "extended": ("transformer-fusions", "onnxruntime-basic"),
+    "all": ("transformer-fusions", "onnxruntime-basic", "onnxruntime-all"),
+}
 #: The passes whose output runs on any ONNX Runtime provider (the source of int8/fp16 variants).
 PORTABLE = ("onnxruntime-basic", "transformer-fusions")
 
 Check = Callable[[Path], dict]
+#: ``run(source, target, threshold) -> {fused op: count}``
+Pass = Callable[[Path, Path, int], dict[str, int]]
 
 
 def optimize(source: Path, target: Path, level: str, check: Check, work: Path,
-             threshold: int = files.TWO_GB) -> tuple[dict[str, Any], Path]:
+             threshold: int = files.TWO_GB, fusions: Pass | None = None
+             ) -> tuple[dict[str, Any], Path]:
     """Run the passes of ``level`` on ``source``, validating after each; write ``target``.
 
     ``check(path)`` validates a model file against PyTorch and returns its report (it raises
-    ExportError on a mismatch). Returns the manifest's ``optimization`` record and the last
+    ExportError on a mismatch). ``fusions`` replaces the ``transformer-fusions`` pass (see
+    ``ort_fusions``) and runs it first (``FUSIONS_FIRST``). Returns the manifest's ``optimization`` record and the last
     provider-independent file (``target`` itself unless ``level`` is ``all``).
     """
+    passes = {**_PASSES, **({"transformer-fusions": fusions} if fusions else {})}
     steps = []
     current = portable = source
-    for i, name in enumerate(PASSES[level]):
+    for i, name in enumerate((FUSIONS_FIRST if fusions else PASSES)[level]):
         out = work / f"optimize-{i}-{name}.onnx"
         start = time.perf_counter()
         try:
-            applied = _PASSES[name](current, out, threshold)
+            applied = passes[name](current, out, threshold)
         except ExportError:
             raise
         except Exception as exc:
@@ -81,7 +97,7 @@ def optimize(source: Path, target: Path, level: str, check: Check, work: Path,
     return record, portable
 
 
-def _ort_pass(level: str) -> Callable[[Path, Path, int], dict[str, int]]:
+def _ort_pass(level: str) -> Pass:
     def run(source: Path, target: Path, threshold: int) -> dict[str, int]:
         import onnxruntime as ort
 
@@ -114,6 +130,23 @@ def _transformer_fusions(source: Path, target: Path, threshold: int) -> dict[str
     return _new_ops(source, target)
 
 
+def ort_fusions(model_type: str, num_heads: int, hidden_size: int) -> Pass:
+    """The fusions of ONNX Runtime's transformer optimizer for a TorchScript graph of
+    ``model_type`` (``gpt2``, ``t5``, ``bart``…); its own session passes are left to the
+    ``onnxruntime-*`` passes around it (``opt_level=0``)."""
+
+    def run(source: Path, target: Path, threshold: int) -> dict[str, int]:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with quiet("", "onnxruntime.transformers", "onnxruntime"):
+            model = optimize_model(str(source), model_type=model_type, num_heads=num_heads,
+                                   hidden_size=hidden_size, opt_level=0)
+        files.save(files.tidy(model.model), target, threshold)
+        return _new_ops(source, target)
+
+    return run
+
+
 def _new_ops(source: Path, target: Path) -> dict[str, int]:
     """The fused (``com.microsoft``) ops the pass added, with their counts in the new graph."""
     before, after = files.op_counts(source), files.op_counts(target)
@@ -121,7 +154,7 @@ def _new_ops(source: Path, target: Path) -> dict[str, int]:
             if op.startswith("com.microsoft.") and n > before.get(op, 0)}
 
 
-_PASSES: dict[str, Callable[[Path, Path, int], dict[str, int]]] = {
+_PASSES: dict[str, Pass] = {
     "onnxruntime-basic": _ort_pass("basic"),
     "transformer-fusions": _transformer_fusions,
     "onnxruntime-all": _ort_pass("all"),

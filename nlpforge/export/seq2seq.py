@@ -16,7 +16,7 @@ dynamo exporter on these graphs, same numbers); dynamo is tried when TorchScript
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,7 +26,11 @@ from nlpforge.export import cached, files
 from nlpforge.export.convert import eager_attention
 from nlpforge.export.seq2seq_graphs import (DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE,
                                             CacheLayout, cache_layout, graphs, run_graph)
+from nlpforge.export.optimize import ort_fusions
 from nlpforge.export.validate import Features, compare, memoized, onnx_runner
+
+#: ONNX Runtime transformer-optimizer model type per ``model_type`` (--optimize); others: bart
+FUSIONS = {"t5": "t5", "mt5": "t5", "umt5": "t5"}
 #: Sizes of the trace inputs: distinct, and none of them 1 (a tracer may specialise on 1).
 TRACE = {"batch": 2, "encoder": 7, "decoder": 3, "past": 5}
 
@@ -59,8 +63,23 @@ def export_encoder_decoder(run_dir: str, output: str, opts: Any, manifest: dict[
                          for name, w in wrappers.items()},
               **layout.to_json(), "cache_dtype": "float32", **special}
         model_files = [f for name in wrappers for f in files.model_files(target / name)]
-        return cached.export_record(manifest, run_dir, io, model_files, ENCODER_FILE,
-                                    exporters, opset, report)
+        record = cached.export_record(manifest, run_dir, io, model_files, ENCODER_FILE,
+                                      exporters, opset, report)
+        if opts.optimize == "none":
+            return record
+
+        def check(name: str) -> Callable[[Path], dict[str, Any]]:
+            def run(path: Path) -> dict[str, Any]:
+                checked = validate(wrappers, target, layout, tokenizer,
+                                   special["pad_token_id"], opts.atol, {name: path})
+                return {k: v for k, v in checked["graphs"][name].items() if k != "cases"}
+            return run
+
+        fusions = ort_fusions(FUSIONS.get(model.config.model_type, "bart"), layout.num_heads,
+                              layout.hidden_size)
+        optimization, names = cached.optimize_graphs(target, {n: check(n) for n in wrappers},
+                                                     opts, fusions)
+        return cached.with_optimized(record, optimization, names, target)
 
     return cached.write_export(output, opts, run_dir, build,
                                lambda target, record: smoke_test(target, record, task))
@@ -160,11 +179,12 @@ CASES = (
 
 
 def validate(wrappers: dict[str, Any], target: Path, layout: CacheLayout, tokenizer: Any,
-             pad_id: int, atol: float) -> dict[str, Any]:
+             pad_id: int, atol: float, paths: dict[str, Path] | None = None) -> dict[str, Any]:
     """Compare every graph with PyTorch on shapes the trace never saw; ExportError on any
     output off by more than ``atol`` (or ``RELATIVE_TOLERANCE`` of the graph's largest
     output value, when that is more). The decoders get the PyTorch encoder's states and the
-    PyTorch decoder's caches, so each graph is checked on what it will really receive."""
+    PyTorch decoder's caches, so each graph is checked on what it will really receive.
+    ``paths`` (graph name → file): check only these files, in place of ``target/name``."""
     encoder, decoder, with_past = (wrappers[n] for n in (ENCODER_FILE, DECODER_FILE,
                                                           DECODER_WITH_PAST_FILE))
     long = max(4, min(int(getattr(tokenizer, "max_length", 64)), 64))
@@ -190,14 +210,16 @@ def validate(wrappers: dict[str, Any], target: Path, layout: CacheLayout, tokeni
         cases[DECODER_WITH_PAST_FILE].append((f"{label}, cache {past}", step))
     reports = {}
     for name, wrapper in wrappers.items():
+        if paths is not None and name not in paths:
+            continue
         outputs = wrapper.signature.outputs
         reference = memoized(lambda f, w=wrapper: run_graph(w, f))
         scale = max(float(np.abs(v).max()) for _, f in cases[name]
                     for v in reference(f).values() if v.size)
         tolerance = max(atol, RELATIVE_TOLERANCE * scale)
         try:
-            report = compare(cases[name], reference, onnx_runner(target / name, outputs),
-                             tolerance)
+            path = paths[name] if paths is not None else target / name
+            report = compare(cases[name], reference, onnx_runner(path, outputs), tolerance)
         except ExportError as exc:
             raise ExportError(f"{name}: {exc}")
         report["max_abs_diff"] = _worst(report["max_abs_diff"])

@@ -81,8 +81,13 @@ def choose_providers(device: str = "auto") -> list[Any]:
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
-def make_session(path: str, device: str = "auto", threads: int | None = None) -> Any:
-    """An InferenceSession on the chosen providers, quiet unless something is really wrong."""
+def make_session(path: str, device: str = "auto", threads: int | None = None,
+                 spin: bool = True) -> Any:
+    """An InferenceSession on the chosen providers, quiet unless something is really wrong.
+
+    ``spin=False``: the intra-op threads sleep as soon as a run ends instead of spinning for
+    more work. For a session that runs once between many runs of another one (an encoder
+    beside its decoder), spinning threads would take the cores the other session needs."""
     import onnxruntime as ort
 
     providers = choose_providers(device)
@@ -96,6 +101,8 @@ def make_session(path: str, device: str = "auto", threads: int | None = None) ->
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(path, sess_options=options, providers=providers)
     if device not in ("auto", "cpu") and "CUDAExecutionProvider" not in session.get_providers():
         raise UsageError(f"device {device!r} asked for, but ONNX Runtime could not start its CUDA "
@@ -103,13 +110,14 @@ def make_session(path: str, device: str = "auto", threads: int | None = None) ->
     return session
 
 
-def load_session(path: Path, device: str = "auto", threads: int | None = None) -> Any:
+def load_session(path: Path, device: str = "auto", threads: int | None = None,
+                 spin: bool = True) -> Any:
     """An inference session for an export's ONNX file; ModelDirError naming the file when it
     is missing or ONNX Runtime cannot load it."""
     if not Path(path).is_file():
         raise ModelDirError(f"{Path(path).parent}: {Path(path).name} is missing")
     try:
-        return make_session(str(path), device=device, threads=threads)
+        return make_session(str(path), device=device, threads=threads, spin=spin)
     except Exception as exc:
         if type(exc).__module__.startswith("nlpforge"):
             raise

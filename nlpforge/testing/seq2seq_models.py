@@ -114,18 +114,23 @@ def _save(model: Any, directory: Path) -> Path:
 
 
 def make_tiny_t5(directory: str | os.PathLike, seed: int = 0, vocab_size: int = 300,
-                 corpus: list[str] | None = None, **config_overrides: Any) -> Path:
+                 corpus: list[str] | None = None, embeddings: int | None = None,
+                 **config_overrides: Any) -> Path:
     """A randomly initialised 2-layer T5 (``T5ForConditionalGeneration``) with its tokenizer.
 
-    ``config_overrides`` go to ``T5Config`` (e.g. ``feed_forward_proj="gated-gelu"`` for a
-    T5 v1.1-style model, ``tie_word_embeddings=False``).
+    ``vocab_size`` is what the tokenizer trainer aims for (a small corpus gives fewer);
+    ``embeddings`` sets the model's vocabulary rows when they should outnumber the
+    tokenizer's, as real T5 pads 32,100 tokens to 32,128. ``config_overrides`` go to
+    ``T5Config`` (e.g. ``feed_forward_proj="gated-gelu"`` for a T5 v1.1-style model,
+    ``tie_word_embeddings=False``).
     """
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
     directory = train_t5_tokenizer(directory, vocab_size, corpus)
     vocab = _vocab(directory)
-    settings = dict(vocab_size=vocab.get_vocab_size(), d_model=32, d_kv=16, d_ff=64,
+    settings = dict(vocab_size=max(vocab.get_vocab_size(), embeddings or 0), d_model=32,
+                    d_kv=16, d_ff=64,
                     num_layers=2, num_decoder_layers=2, num_heads=2,
                     relative_attention_num_buckets=8, relative_attention_max_distance=32,
                     dropout_rate=0.1, pad_token_id=vocab.token_to_id("<pad>"),

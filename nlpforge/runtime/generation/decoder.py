@@ -1,10 +1,10 @@
 """DecoderStepper: a decoder-only ONNX export (``model.onnx`` with a KV cache) behind the
 ``Stepper`` protocol. No torch.
 
-Every call runs through ONNX Runtime's IO binding: the cache the graph returns
-(``present.*``, as OrtValues) is bound as the next call's ``past_key_values.*`` without
-leaving the device (on CUDA it stays in GPU memory; on the CPU the same code path runs with
-CPU OrtValues). Only the logits of the last position are read back to numpy.
+The cache the graph returns (``present.*``) is fed back as the next call's
+``past_key_values.*`` as it is: on CUDA through ONNX Runtime's IO binding (it stays in GPU
+memory), on the CPU as numpy arrays (``graph_io.py``). Only the last position's logits are
+read.
 
 Positions follow transformers' ``generate()``: prompts arrive left-padded, a token's position
 is the number of real tokens before it (``cumsum(mask) − 1``), so a padded row and the same
@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from nlpforge.errors import DataError, ModelDirError
-from nlpforge.runtime.generation.stepper import row_index
-from nlpforge.runtime.providers import load_session, session_device
+from nlpforge.runtime.generation.graph_io import GraphIO
+from nlpforge.runtime.generation.stepper import graph_file, row_index
+from nlpforge.runtime.providers import load_session
 
 
 @dataclass
 class DecoderState:
-    """What a decoder needs between steps: the cache (OrtValues, in input order), the
+    """What a decoder needs between steps: the cache (graph values, in input order), the
     attention mask over cache + next token, and each row's next position."""
 
     cache: list[Any]
@@ -54,8 +55,9 @@ class DecoderStepper:
     is_encoder_decoder = False
     decoder_start_token_id = None
 
-    def __init__(self, session: Any, io: dict[str, Any]):
+    def __init__(self, session: Any, io: dict[str, Any], binding: bool | None = None):
         self.session = session
+        self.graph = GraphIO(session, binding)
         self.num_layers = int(io["num_layers"])
         self.kv_heads = int(io["num_kv_heads"])
         self.head_dim = int(io["head_dim"])
@@ -68,12 +70,15 @@ class DecoderStepper:
         self.present_names = [f"present.{i}.{k}" for i in range(self.num_layers)
                               for k in ("key", "value")]
         self.takes_positions = bool(io.get("position_ids", True))
-        self.device_type, self.device_id = session_device(session)
+        self.outputs = ["logits", *self.present_names]
 
     @classmethod
     def load(cls, directory: Path, manifest: dict[str, Any], device: str = "auto",
-             threads: int | None = None) -> "DecoderStepper":
-        """The stepper of an export dir whose manifest (``nlpforge.json``) is ``manifest``."""
+             threads: int | None = None, variant: str | None = None,
+             binding: bool | None = None) -> "DecoderStepper":
+        """The stepper of an export dir whose manifest (``nlpforge.json``) is ``manifest``;
+        ``variant``: fp32 or optimized (None: the export's default); ``binding``: see
+        ``GraphIO``."""
         directory = Path(directory)
         io = manifest.get("io") or {}
         missing = [k for k in ("num_layers", "num_kv_heads", "head_dim", "vocab_size")
@@ -82,7 +87,8 @@ class DecoderStepper:
             raise ModelDirError(f"{directory}/nlpforge.json: field 'io' lacks "
                                 f"{', '.join(missing)}; this is not a decoder export with a KV "
                                 f"cache (re-export it with nlpforge export)")
-        return cls(load_session(directory / io.get("model", "model.onnx"), device, threads), io)
+        model = graph_file({**manifest, "io": {"model": "model.onnx", **io}}, "model", variant)
+        return cls(load_session(directory / model, device, threads), io, binding)
 
     # -- the Stepper protocol ---------------------------------------------------------------
 
@@ -97,7 +103,7 @@ class DecoderStepper:
             raise DataError("prompts must be left-padded: the last token of a row is padding")
         batch = input_ids.shape[0]
         empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=np.float32)
-        cache = [self._value(empty) for _ in self.past_names]
+        cache = [self.graph.value(empty) for _ in self.past_names]
         positions = prompt_positions(attention_mask)
         logits, present = self._run(input_ids, attention_mask, positions, cache)
         state = DecoderState(present, attention_mask, positions[:, -1] + 1)
@@ -119,36 +125,19 @@ class DecoderStepper:
         index = row_index(index, state.batch_size)
         if index is None:
             return state
-        cache = [self._value(np.ascontiguousarray(value.numpy()[index]))
-                 for value in state.cache]
+        cache = [self.graph.take(value, index) for value in state.cache]
         return replace(state, cache=cache, attention_mask=state.attention_mask[index],
                        positions=state.positions[index])
 
     # -- ONNX Runtime -----------------------------------------------------------------------
 
-    def _value(self, array: np.ndarray) -> Any:
-        """An OrtValue on the session's device."""
-        from onnxruntime import OrtValue
-
-        return OrtValue.ortvalue_from_numpy(array, self.device_type, self.device_id)
-
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray, positions: np.ndarray,
              cache: list[Any]) -> tuple[np.ndarray, list[Any]]:
-        """One graph call through IO binding: returns the last position's logits (numpy,
-        float32) and the presents (OrtValues left on the device)."""
-        binding = self.session.io_binding()
+        """One graph call: the last position's logits (numpy, float32) and the presents."""
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.takes_positions:
-            feeds["position_ids"] = np.ascontiguousarray(positions, dtype=np.int64)
-        for name, array in feeds.items():
-            binding.bind_ortvalue_input(name, self._value(array))
-        for name, value in zip(self.past_names, cache):
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", self.device_type, self.device_id)
-        for name in self.present_names:
-            binding.bind_output(name, self.device_type, self.device_id)
-        self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
-        logits = outputs[0].numpy()[:, -1, :].astype(np.float32, copy=False)
-        return logits, list(outputs[1:])
-
+            feeds["position_ids"] = positions.astype(np.int64, copy=False)
+        feeds = {name: self.graph.value(array) for name, array in feeds.items()}
+        feeds.update(zip(self.past_names, cache))
+        outputs = self.graph.run(self.session, feeds, self.outputs)
+        return self.graph.last_logits(outputs[0]), list(outputs[1:])

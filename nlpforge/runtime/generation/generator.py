@@ -72,13 +72,15 @@ class Generator:
         from nlpforge.manifest import read_manifest, task_from_manifest
 
         directory = Path(path)
-        if variant not in (None, "fp32"):
-            raise UsageError(f"{directory}: generative exports run their fp32 graphs; "
-                             f"variant {variant} is not available for them")
         manifest = read_manifest(directory)
         if manifest["kind"] != "export":
             raise ModelDirError(f"{directory}: this is a {manifest['kind']} dir; make an export "
                                 f"dir first with 'nlpforge export {directory} --output DIR'")
+        variants = manifest.get("variants") or {"fp32": {}}
+        if variant is not None and variant not in variants:
+            raise UsageError(f"{directory}: has no {variant} variant (it has "
+                             f"{', '.join(variants)}); generative exports can have fp32 and "
+                             f"optimized (nlpforge export --optimize)")
         family = manifest["family"]
         if family not in STEPPERS:
             raise ModelDirError(f"{directory}: a {family} model does not generate text; use "
@@ -86,7 +88,7 @@ class Generator:
         task = task_from_manifest(manifest, str(directory))
         stepper_class = _stepper_class(family, directory)
         try:
-            stepper = stepper_class.load(directory, manifest, device, threads)
+            stepper = stepper_class.load(directory, manifest, device, threads, variant)
         except Exception as exc:
             if type(exc).__module__.startswith("nlpforge"):
                 raise

@@ -93,25 +93,31 @@ class sample_steps:
         tokens = np.full((rows, start + config.max_new_tokens), pad, dtype=np.int64)
         tokens[:, :start] = prefix
         alive = np.ones(rows, dtype=bool)
-        lengths = np.zeros(rows, dtype=np.int64)
-        end = start
-        for end in range(start, start + config.max_new_tokens):
-            scores = logits
-            if processor:
-                scores = processor(tokens[:, :end], _writable(logits), end - start)
-            if rng is not None:
-                chosen = _sample(scores, rng)
-            else:
-                chosen = scores.argmax(axis=1)
-            chosen = np.where(alive, chosen, pad)
+        everyone = True  # no row finished yet: nothing to mask
+        lengths = np.full(rows, config.max_new_tokens, dtype=np.int64)  # until a row ends
+        last = start + config.max_new_tokens - 1
+        # Few numpy calls per step: after a model call has streamed its weights through the
+        # caches, each call here costs tens of microseconds.
+        for end in range(start, last + 1):
+            scores = processor(tokens[:, :end], _writable(logits), end - start) \
+                if processor else logits
+            chosen = _sample(scores, rng) if rng is not None else scores.argmax(axis=1)
+            if not everyone:
+                chosen = np.where(alive, chosen, pad)
             tokens[:, end] = chosen
-            lengths += alive
-            yield Step(chosen, alive.copy())
-            if eos.size:
-                alive &= ~np.isin(chosen, eos)
-            if stop_check is not None and alive.any():
-                alive &= ~stop_check(tokens[:, :end + 1], start)
-            if not alive.any() or end + 1 == start + config.max_new_tokens:
+            yield Step(chosen, alive)
+            ended = _ends(chosen, eos)
+            if stop_check is not None:
+                ended = stop_check(tokens[:, :end + 1], start) | \
+                    (ended if ended is not None else False)
+            if ended is not None and ended.any():
+                ended &= alive
+                lengths[ended] = end - start + 1
+                alive = alive & ~ended  # a new array: the Step yielded keeps its own
+                everyone = False
+                if not alive.any():
+                    break
+            if end == last:
                 break
             logits, state = stepper.step(state, chosen)
         self.result = SearchResult(tokens[:, :end + 1], start, lengths)
@@ -236,6 +242,15 @@ def _can_improve(running_scores: np.ndarray, done_scores: np.ndarray, finished: 
     best_running = running_scores[:, :1] / np.float32(length ** penalty)
     worst_done = np.where(finished, done_scores.min(axis=1, keepdims=True), _BIG)
     return (best_running > worst_done).any(axis=1, keepdims=True)
+
+
+def _ends(chosen: np.ndarray, eos: np.ndarray) -> np.ndarray | None:
+    """Rows whose token is an end-of-sequence id (None: there are none to check)."""
+    if not eos.size:
+        return None
+    if eos.size == 1:
+        return chosen == eos[0]
+    return (chosen[:, None] == eos).any(axis=1)
 
 
 def _special_ids(stepper: Stepper, config: GenerationConfig) -> tuple[np.ndarray, int]:

@@ -7,9 +7,9 @@ cross-attention cache (the encoder states projected by every decoder layer). ``s
 ``decoder_with_past_model.onnx`` with one token per row: the self-attention cache grows by one
 position, the cross-attention cache is fed back unchanged, never recomputed.
 
-Every call goes through ONNX Runtime's IO binding: caches stay OrtValues on the session's
-device between steps (GPU memory under CUDA; the same code path runs on the CPU). Only the
-last position's logits come back to numpy.
+Caches are fed back as the graphs return them: on CUDA through ONNX Runtime's IO binding
+(they stay in GPU memory), on the CPU as numpy arrays (``graph_io.py``). Only the last
+position's logits are read.
 
 Beam search duplicates each prompt's row ``num_beams`` times after ``start`` and reorders rows
 after every step. Rows of one prompt share the same cross-attention cache, so ``select`` only
@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from nlpforge.errors import DataError, ModelDirError
-from nlpforge.runtime.generation.stepper import row_index
-from nlpforge.runtime.providers import load_session, session_device
+from nlpforge.runtime.generation.graph_io import GraphIO
+from nlpforge.runtime.generation.stepper import graph_file, row_index
+from nlpforge.runtime.providers import load_session
 
 REQUIRED_IO = ("encoder", "decoder", "decoder_with_past", "num_layers", "num_heads",
                "head_dim", "vocab_size", "decoder_start_token_id")
@@ -36,11 +37,11 @@ REQUIRED_IO = ("encoder", "decoder", "decoder_with_past", "num_layers", "num_hea
 
 @dataclass
 class EncoderDecoderState:
-    """What the decoder needs between steps (caches as OrtValues, in graph input order)."""
+    """What the decoder needs between steps (caches as graph values, in input order)."""
 
     self_cache: list[Any]  # past_key_values.{i}.decoder.key/value; grows every step
     cross_cache: list[Any]  # past_key_values.{i}.encoder.key/value; fixed after start
-    encoder_attention_mask: Any  # OrtValue [batch, encoder length]
+    encoder_attention_mask: Any  # graph value [batch, encoder length]
     prompts: np.ndarray  # [batch] which prompt of the start() batch each row belongs to
     length: int  # decoder tokens in the cache
 
@@ -54,8 +55,10 @@ class EncoderDecoderStepper:
 
     is_encoder_decoder = True
 
-    def __init__(self, encoder: Any, decoder: Any, decoder_with_past: Any, io: dict[str, Any]):
+    def __init__(self, encoder: Any, decoder: Any, decoder_with_past: Any, io: dict[str, Any],
+                 binding: bool | None = None):
         self.encoder, self.decoder, self.decoder_with_past = encoder, decoder, decoder_with_past
+        self.graph = GraphIO(encoder, binding)
         self.num_layers = int(io["num_layers"])
         self.vocab_size = int(io["vocab_size"])
         self.decoder_start_token_id = int(io["decoder_start_token_id"])
@@ -70,12 +73,18 @@ class EncoderDecoderStepper:
                            for k in ("key", "value")]
         self.self_present = [n.replace("past_key_values.", "present.") for n in self.self_past]
         self.cross_present = [n.replace("past_key_values.", "present.") for n in self.cross_past]
-        self.device_type, self.device_id = session_device(encoder)
 
     @classmethod
     def load(cls, directory: Path, manifest: dict[str, Any], device: str = "auto",
-             threads: int | None = None) -> "EncoderDecoderStepper":
-        """The stepper of an export dir whose manifest (``nlpforge.json``) is ``manifest``."""
+             threads: int | None = None, variant: str | None = None,
+             binding: bool | None = None) -> "EncoderDecoderStepper":
+        """The stepper of an export dir whose manifest (``nlpforge.json``) is ``manifest``;
+        ``variant``: fp32 or optimized (None: the export's default); ``binding``: see
+        ``GraphIO``.
+
+        The encoder and first-step decoder run once per batch, between many runs of the
+        decoder with a cache: their threads do not spin (they would take the cores the
+        next graph needs; 2× faster start on 2 cores)."""
         directory = Path(directory)
         io = manifest.get("io") or {}
         missing = [k for k in REQUIRED_IO if k not in io]
@@ -83,9 +92,10 @@ class EncoderDecoderStepper:
             raise ModelDirError(f"{directory}/nlpforge.json: field 'io' lacks "
                                 f"{', '.join(missing)}; this is not an encoder-decoder export "
                                 f"(re-export it with nlpforge export)")
-        sessions = [load_session(directory / io[key], device, threads)
+        sessions = [load_session(directory / graph_file(manifest, key, variant), device,
+                                 threads, spin=key == "decoder_with_past")
                     for key in ("encoder", "decoder", "decoder_with_past")]
-        return cls(*sessions, io)
+        return cls(*sessions, io, binding)
 
     # -- the Stepper protocol ---------------------------------------------------------------
 
@@ -101,18 +111,18 @@ class EncoderDecoderStepper:
             raise DataError("every input needs at least one token (a row of the attention "
                             "mask is all zeros)")
         batch = input_ids.shape[0]
-        mask = self._value(attention_mask)
-        hidden = self._run(self.encoder, {"input_ids": self._value(input_ids),
-                                          "attention_mask": mask}, ["last_hidden_state"])[0]
+        mask = self.graph.value(attention_mask)
+        hidden = self.graph.run(self.encoder, {"input_ids": self.graph.value(input_ids),
+                                               "attention_mask": mask}, ["last_hidden_state"])[0]
         first = np.full((batch, 1), self.decoder_start_token_id, dtype=np.int64)
-        outputs = self._run(self.decoder, {"input_ids": self._value(first),
-                                           "encoder_attention_mask": mask,
-                                           "encoder_hidden_states": hidden},
-                            ["logits", *self.self_present, *self.cross_present])
+        outputs = self.graph.run(self.decoder, {"input_ids": self.graph.value(first),
+                                                "encoder_attention_mask": mask,
+                                                "encoder_hidden_states": hidden},
+                                 ["logits", *self.self_present, *self.cross_present])
         n = len(self.self_present)
         state = EncoderDecoderState(outputs[1:1 + n], outputs[1 + n:], mask,
                                     np.arange(batch, dtype=np.int64), 1)
-        return self._last_logits(outputs[0]), state
+        return self.graph.last_logits(outputs[0]), state
 
     def step(self, state: EncoderDecoderState,
              tokens: np.ndarray) -> tuple[np.ndarray, EncoderDecoderState]:
@@ -120,12 +130,12 @@ class EncoderDecoderStepper:
         tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64).reshape(-1, 1))
         if tokens.shape[0] != state.batch_size:
             raise DataError(f"step() got {tokens.shape[0]} tokens for {state.batch_size} rows")
-        feeds = {"input_ids": self._value(tokens),
+        feeds = {"input_ids": self.graph.value(tokens),
                  "encoder_attention_mask": state.encoder_attention_mask,
                  **dict(zip(self.self_past, state.self_cache)),
                  **dict(zip(self.cross_past, state.cross_cache))}
-        outputs = self._run(self.decoder_with_past, feeds, ["logits", *self.self_present])
-        return self._last_logits(outputs[0]), replace(state, self_cache=outputs[1:],
+        outputs = self.graph.run(self.decoder_with_past, feeds, ["logits", *self.self_present])
+        return self.graph.last_logits(outputs[0]), replace(state, self_cache=list(outputs[1:]),
                                                       length=state.length + 1)
 
     def select(self, state: EncoderDecoderState, index: np.ndarray) -> EncoderDecoderState:
@@ -134,42 +144,19 @@ class EncoderDecoderStepper:
         if index is None:
             return state
         prompts = state.prompts[index]
-        self_cache = [self._take(value, index) for value in state.self_cache]
+        self_cache = [self.graph.take(value, index) for value in state.self_cache]
         if np.array_equal(prompts, state.prompts):
             # beams reordered within their prompts: the cross-attention rows are identical
             return replace(state, self_cache=self_cache)
         return replace(state, self_cache=self_cache, prompts=prompts,
-                       cross_cache=[self._take(value, index) for value in state.cross_cache],
-                       encoder_attention_mask=self._take(state.encoder_attention_mask, index))
-
-    # -- ONNX Runtime -----------------------------------------------------------------------
-
-    def _value(self, array: np.ndarray) -> Any:
-        """An OrtValue on the session's device."""
-        from onnxruntime import OrtValue
-
-        return OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device_type,
-                                            self.device_id)
-
-    def _take(self, value: Any, index: np.ndarray) -> Any:
-        return self._value(value.numpy()[index])
-
-    def _run(self, session: Any, feeds: dict[str, Any], outputs: list[str]) -> list[Any]:
-        """One graph call through IO binding; outputs stay OrtValues on the device."""
-        binding = session.io_binding()
-        for name, value in feeds.items():
-            binding.bind_ortvalue_input(name, value)
-        for name in outputs:
-            binding.bind_output(name, self.device_type, self.device_id)
-        session.run_with_iobinding(binding)
-        return list(binding.get_outputs())
-
-    @staticmethod
-    def _last_logits(value: Any) -> np.ndarray:
-        return np.ascontiguousarray(value.numpy()[:, -1, :], dtype=np.float32)
+                       cross_cache=[self.graph.take(value, index) for value in state.cross_cache],
+                       encoder_attention_mask=self.graph.take(state.encoder_attention_mask,
+                                                              index))
 
 
 def load_stepper(directory: str | os.PathLike, manifest: dict[str, Any], device: str = "auto",
-                 threads: int | None = None) -> EncoderDecoderStepper:
+                 threads: int | None = None, variant: str | None = None,
+                 binding: bool | None = None) -> EncoderDecoderStepper:
     """Alias of ``EncoderDecoderStepper.load`` for callers that dispatch by family."""
-    return EncoderDecoderStepper.load(Path(directory), manifest, device, threads)
+    return EncoderDecoderStepper.load(Path(directory), manifest, device, threads, variant,
+                                      binding)

@@ -53,3 +53,20 @@ def row_index(index: np.ndarray, batch_size: int) -> np.ndarray | None:
     if index.size == batch_size and (index == np.arange(index.size)).all():
         return None
     return index
+
+
+def graph_file(manifest: dict[str, Any], role: str, variant: str | None = None) -> str:
+    """The file of graph ``role`` (``model``; ``encoder``, ``decoder``, ``decoder_with_past``)
+    in ``variant`` (None: the export's default): ``io`` names the fp32 graphs, a variant maps
+    them to its own files."""
+    from nlpforge.errors import ModelDirError
+
+    fp32 = manifest["io"][role]
+    name = variant or manifest.get("default_variant", "fp32")
+    variants = manifest.get("variants") or {}
+    if name not in variants:
+        if name == "fp32":
+            return fp32
+        raise ModelDirError(f"this export has no {name} variant (it has "
+                            f"{', '.join(variants) or 'fp32'}); make it with nlpforge export")
+    return (variants[name].get("graphs") or {}).get(fp32, fp32)
