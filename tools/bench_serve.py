@@ -5,6 +5,8 @@ Each contender runs in its own process with the same CPU threads, one after anot
   - nlpforge serve with dynamic batching (its defaults);
   - nlpforge serve --max-batch-size 1;
   - tools/serve_baseline.py: FastAPI + a Hugging Face pipeline called per request.
+The in-process run also measures the ceiling of batching on this machine: the model alone,
+one sentence per run against length-sorted batches of 32 (no HTTP, no queue).
 tools/loadgen.py drives each server at concurrency 1, 8, 32 and 64 with SST-2 validation
 sentences over v2 infer (the baseline over its own /predict). Then a soak: a fresh nlpforge
 serve, 1,000 warm-up requests, then --soak requests at concurrency 32, resident memory measured
@@ -86,7 +88,10 @@ def nlpforge_serve(export: Path, threads: int, *options: str) -> Process:
 
 
 def in_process_latency(export: Path, threads: int, texts: list[str], count: int) -> dict:
-    """p50/p95 of Predictor.predict([text]), measured in a process of its own."""
+    """p50/p95 of Predictor.predict([text]), measured in a process of its own; and the most
+    any batching server could gain on this machine: the mean time per sentence one at a time
+    against the same sentences predicted in length-sorted batches of 32 (the best of three
+    passes), with no serving work at all."""
     code = f"""
 import json, sys, time
 import nlpforge
@@ -97,9 +102,17 @@ for text in texts[:50]:
 times = []
 for text in texts:
     t0 = time.perf_counter(); predictor.predict([text]); times.append(time.perf_counter() - t0)
+single = sum(times) / len(times)
 times.sort()
+batched = []
+for _ in range(3):
+    t0 = time.perf_counter(); predictor.predict(texts); batched.append(time.perf_counter() - t0)
+batched = min(batched) / len(texts)
 print(json.dumps({{"p50_ms": times[len(times) // 2] * 1000,
-                   "p95_ms": times[int(len(times) * 0.95)] * 1000, "calls": len(times)}}))
+                   "p95_ms": times[int(len(times) * 0.95)] * 1000, "calls": len(times),
+                   "single_ms_per_sentence": single * 1000,
+                   "batched_ms_per_sentence": batched * 1000,
+                   "batching_ceiling": single / batched}}))
 """
     sample = (texts * (count // len(texts) + 1))[:count]
     result = subprocess.run([sys.executable, "-c", code], input=json.dumps(sample),
@@ -188,6 +201,12 @@ def render(report: dict) -> str:
              f"| p50 at concurrency 1: server {c1['p50_ms']} ms vs in-process "
              f"{report['in_process']['p50_ms']} ms | "
              f"{c1['p50_ms'] - report['in_process']['p50_ms']:+.2f} ms |"]
+    inp = report["in_process"]
+    if "batching_ceiling" in inp:
+        lines.append(f"| ceiling: the model alone, one sentence per run "
+                     f"{inp['single_ms_per_sentence']} ms vs length-sorted batches of 32 "
+                     f"{inp['batched_ms_per_sentence']} ms per sentence | "
+                     f"{inp['batching_ceiling']:.2f}x |")
     if "soak" in report:
         s = report["soak"]
         lines.append(f"| soak: {s['requests']} requests at 32 clients | errors "
