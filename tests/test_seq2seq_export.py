@@ -273,6 +273,16 @@ def test_optimized_export_generates_the_same_tokens(exported, tmp_path):
     want = _generate(model, batch, num_beams=1, max_new_tokens=10)
     got = _greedy(stepper, batch["input_ids"], batch["attention_mask"], 10)
     np.testing.assert_array_equal(got[:, :want.shape[1]], want)
+    texts = {}
+    for variant in ("fp32", "optimized"):
+        done = run_cli("generate", str(out), TEXTS[0], "--max-new-tokens", "6", "--json",
+                       "--variant", variant)
+        assert done.returncode == 0, done.stderr
+        texts[variant] = json.loads(done.stdout.splitlines()[0])
+    assert texts["fp32"] == texts["optimized"]
+    refused = run_cli("generate", str(exported[2]), "hi", "--variant", "optimized")
+    assert refused.returncode != 0 and "has no optimized variant" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_unsupported_variants_are_refused(exported, tmp_path):

@@ -82,3 +82,51 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ModelDirError, match="cannot load tokenizer"):
         Tokenizer.from_dir(tmp_path)
+
+
+class _CountingBackend:
+    """The tokenizers backend, counting the inputs it tokenizes."""
+
+    def __init__(self, backend):
+        self.backend, self.inputs = backend, 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def encode_batch(self, inputs, **kwargs):
+        self.inputs += len(inputs)
+        return self.backend.encode_batch(inputs, **kwargs)
+
+
+def test_reuse_tokenizes_each_input_once(tiny_bert):
+    tok = Tokenizer.from_dir(tiny_bert, max_length=16, pad_id=0)
+    counting = tok.backend = _CountingBackend(tok.backend)
+    texts = ["a b c", "the cat sat", "a b c"]
+    plain = tok.encode(texts)
+    with tok.reuse():
+        first = tok.encode(texts)
+        again = tok.encode(texts[1:])
+        pairs = tok.encode(["q"], ["the cat sat"])
+        words = tok.encode([["the", "cat"]], is_pretokenized=True)
+        words_again = tok.encode([["the", "cat"]], is_pretokenized=True)
+    assert counting.inputs == 3 + 3 + 1 + 1  # plain; the memo's misses only
+    assert [e.ids for e in first] == [e.ids for e in plain]
+    assert again[0] is first[1] and again[1] is first[2]
+    assert pairs[0].ids != first[1].ids and words_again[0] is words[0]
+    assert tok._memo is None  # dropped after the block
+    tok.encode(texts)
+    assert counting.inputs == 11
+
+
+def test_predictor_tokenizes_each_row_once(exported):
+    import nlpforge
+
+    predictor = nlpforge.load(exported)
+    counting = predictor.tokenizer.backend = _CountingBackend(predictor.tokenizer.backend)
+    texts = [("good " * (i % 7)) + "film" for i in range(70)]
+    sorted_once = predictor.predict(texts, batch_size=8)
+    assert counting.inputs == len(texts)
+    one_batch = predictor.predict(texts, batch_size=len(texts))
+    assert [p["label"] for p in sorted_once] == [p["label"] for p in one_batch]
+    np.testing.assert_allclose([p["score"] for p in sorted_once],
+                               [p["score"] for p in one_batch], atol=1e-5)

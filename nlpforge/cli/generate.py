@@ -42,9 +42,11 @@ from nlpforge.errors import UsageError
               help="Prompts generated together.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--variant", type=click.Choice(["fp32", "optimized"]),
+              help="Which graphs to run (default: the export's default, optimized when made).")
 def generate(export_dir: str, prompts: tuple[str, ...], input_file: str | None,
              stream: bool, as_json: bool, batch_size: int, device: str, threads: int | None,
-             **settings: object) -> None:
+             variant: str | None, **settings: object) -> None:
     """Generate text from PROMPTs with a text-generation or seq2seq export dir.
 
     \b
@@ -71,7 +73,7 @@ def generate(export_dir: str, prompts: tuple[str, ...], input_file: str | None,
         value = parameters["early_stopping"]
         parameters["early_stopping"] = value if value == "never" else value == "true"
     generator = Generator.load(export_dir, device=device, threads=threads,
-                               batch_size=batch_size)
+                               batch_size=batch_size, variant=variant)
     generator.config_for(parameters, where="option")
     if stream:
         for prompt in texts:

@@ -6,10 +6,11 @@ runtime feeds it come from one code path and one ``tokenizer.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from tokenizers import Encoding
@@ -35,6 +36,7 @@ class Tokenizer:
         self.pad_id = int(pad_id)
         self.max_length = int(max_length)
         self.padding_side = padding_side
+        self._memo: dict | None = None  # see reuse()
         #: Special tokens by role (``mask_token``, ``cls_token``…) from tokenizer_config.json.
         self.special_tokens: dict[str, str] = {}
         #: The chat template (jinja2) of chat models, rendered by text-generation.
@@ -73,7 +75,31 @@ class Tokenizer:
         tokens back to them).
         """
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
-        return self.backend.encode_batch(inputs, is_pretokenized=is_pretokenized)
+        memo = self._memo
+        if memo is None:
+            return self.backend.encode_batch(inputs, is_pretokenized=is_pretokenized)
+        keys = [(is_pretokenized, _hashable(item)) for item in inputs]
+        missing = [i for i, key in enumerate(keys) if key not in memo]
+        if missing:
+            encoded = self.backend.encode_batch([inputs[i] for i in missing],
+                                                is_pretokenized=is_pretokenized)
+            for i, encoding in zip(missing, encoded):
+                memo[keys[i]] = encoding
+        return [memo[key] for key in keys]
+
+    @contextlib.contextmanager
+    def reuse(self) -> Iterator[None]:
+        """Within the block, ``encode`` answers inputs it has tokenized before from a memo,
+        so that counting the tokens of rows and then encoding them in batches tokenizes each
+        row once. The memo is dropped at the end of the outermost block."""
+        outer = self._memo is None
+        if outer:
+            self._memo = {}
+        try:
+            yield
+        finally:
+            if outer:
+                self._memo = None
 
     def encode_windows(self, texts: Sequence[str] | Sequence[list[str]],
                        pairs: Sequence[str] | None = None, *, stride: int,
@@ -133,6 +159,15 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+def _hashable(item: Any) -> Any:
+    """A memo key for one input: a text, a (text, pair) tuple or a list of words."""
+    if isinstance(item, list):
+        return tuple(item)
+    if isinstance(item, tuple):
+        return tuple(_hashable(part) for part in item)
+    return item
 
 
 def _read_json(path: Path) -> dict:
