@@ -5,6 +5,9 @@ Each contender runs in its own process with the same CPU threads, one after anot
   - nlpforge serve with dynamic batching (its defaults);
   - nlpforge serve --max-batch-size 1;
   - tools/serve_baseline.py: FastAPI + a Hugging Face pipeline called per request.
+The server's own cost at concurrency 1 is also measured side by side: one client sends the
+same sentences to the in-process predictor and to the server in alternating blocks
+(``paired_overhead``).
 The in-process run also measures the ceiling of batching on this machine: the model alone,
 one sentence per run against length-sorted batches of 32 (no HTTP, no queue).
 tools/loadgen.py drives each server at concurrency 1, 8, 32 and 64 with SST-2 validation
@@ -120,6 +123,53 @@ print(json.dumps({{"p50_ms": times[len(times) // 2] * 1000,
     return {k: round(v, 2) for k, v in json.loads(result.stdout).items()}
 
 
+def paired_overhead(export: Path, threads: int, texts: list[str], count: int,
+                    block: int = 40, settle: int = 8) -> dict:
+    """The server's own cost at concurrency 1, side by side: one client process holds an
+    in-process Predictor and a keep-alive connection to ``nlpforge serve`` (its own process,
+    same threads) and sends the same sentences both ways in alternating blocks of ``block``
+    calls. The first ``settle`` calls of a block are not counted: the other side's model has
+    just pushed this one's weights out of the caches. Reports both p50s and their difference."""
+    server = nlpforge_serve(export, threads)
+    host, port = loopback_target(server.url)
+    code = f"""
+import http.client, json, sys, time
+import nlpforge
+texts = json.loads(sys.stdin.read())
+predictor = nlpforge.load({str(export)!r}, threads={threads})
+connection = http.client.HTTPConnection({host!r}, {port})
+def served(text):
+    body = json.dumps({{"inputs": [{{"name": "text", "shape": [1], "datatype": "BYTES",
+                                     "data": [text]}}]}})
+    connection.request("POST", "/v2/models/sst2/infer", body,
+                       {{"Content-Type": "application/json"}})
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200, response.status
+def local(text):
+    predictor.predict([text])
+times = {{"served": [], "local": []}}
+for start in range(0, len(texts), {block}):
+    part = texts[start:start + {block}]
+    for name, call in (("served", served), ("local", local))[::1 if start // {block} % 2 else -1]:
+        for i, text in enumerate(part):
+            t0 = time.perf_counter(); call(text); seconds = time.perf_counter() - t0
+            if i >= {settle}:
+                times[name].append(seconds)
+p50 = {{k: sorted(v)[len(v) // 2] * 1000 for k, v in times.items()}}
+print(json.dumps({{"server_p50_ms": p50["served"], "in_process_p50_ms": p50["local"],
+                   "difference_ms": p50["served"] - p50["local"],
+                   "calls_each": len(times["served"])}}))
+"""
+    sample = (texts * (count // len(texts) + 1))[:count]
+    try:
+        result = subprocess.run([sys.executable, "-c", code], input=json.dumps(sample),
+                                capture_output=True, text=True, check=True)
+    finally:
+        server.stop()
+    return {k: round(v, 2) for k, v in json.loads(result.stdout).items()}
+
+
 def soak(export: Path, threads: int, texts: list[str], count: int) -> dict:
     server = nlpforge_serve(export, threads)
     try:
@@ -152,6 +202,8 @@ def main() -> None:
 
     report["in_process"] = in_process_latency(export, args.threads, texts, 500)
     print("in-process predictor:", report["in_process"], flush=True)
+    report["paired"] = paired_overhead(export, args.threads, texts, 872)
+    print("server vs in-process, paired:", report["paired"], flush=True)
     contenders = [
         ("nlpforge serve", lambda: nlpforge_serve(export, args.threads), "v2"),
         ("nlpforge serve --max-batch-size 1",
@@ -201,6 +253,12 @@ def render(report: dict) -> str:
              f"| p50 at concurrency 1: server {c1['p50_ms']} ms vs in-process "
              f"{report['in_process']['p50_ms']} ms | "
              f"{c1['p50_ms'] - report['in_process']['p50_ms']:+.2f} ms |"]
+    if "paired" in report:
+        pair = report["paired"]
+        lines.append(f"| p50 at concurrency 1, side by side (one client, the same sentences "
+                     f"both ways in alternating blocks, {pair['calls_each']} calls each): "
+                     f"server {pair['server_p50_ms']} ms vs in-process "
+                     f"{pair['in_process_p50_ms']} ms | {pair['difference_ms']:+.2f} ms |")
     inp = report["in_process"]
     if "batching_ceiling" in inp:
         lines.append(f"| ceiling: the model alone, one sentence per run "
