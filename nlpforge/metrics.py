@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -82,3 +83,39 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
+
+
+#: The label value that losses and teacher-forced scores skip (PyTorch's ``ignore_index``).
+IGNORE_INDEX = -100
+
+
+def target_nll(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the sum of −log p(label) and the number of labels scored.
+
+    ``logits[:, t]`` predicts ``labels[:, t]`` (shift first for a causal LM, whose position t
+    predicts token t + 1); labels equal to ``IGNORE_INDEX`` are not scored.
+    """
+    logits = logits.astype(np.float32, copy=False)
+    scored = labels != IGNORE_INDEX
+    safe = np.where(scored, labels, 0)
+    top = logits.max(axis=-1, keepdims=True)
+    log_norm = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
+    picked = np.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
+    nll = np.where(scored, log_norm - picked, 0.0).astype(np.float64)
+    return nll.sum(axis=-1), scored.sum(axis=-1)
+
+
+def nll_predictions(nll: Sequence[float], tokens: Sequence[int]) -> list[dict]:
+    """One prediction per row from its summed NLL and target count."""
+    return [{"nll": float(n), "tokens": int(c), "perplexity": math.exp(n / c) if c else None}
+            for n, c in zip(nll, tokens)]
+
+
+def perplexity(predictions: Sequence[dict]) -> dict[str, float | int]:
+    """Token-weighted loss and perplexity over predictions with ``nll`` and ``tokens``:
+    exp(total NLL / total target tokens), as transformers' run_clm reports it."""
+    total = sum(p["nll"] for p in predictions)
+    tokens = sum(p["tokens"] for p in predictions)
+    loss = total / tokens if tokens else float("nan")
+    return {"perplexity": math.exp(loss) if tokens and loss < 700 else float("inf"),
+            "loss": loss, "tokens": int(tokens)}

@@ -145,11 +145,9 @@ def optimize_graphs(target: Path, checks: dict[str, Check], opts: Any,
     return {"level": opts.optimize, "portable": opts.optimize != "all", "graphs": records}, names
 
 
-def with_optimized(record: dict[str, Any], optimization: dict[str, Any] | None,
+def with_optimized(record: dict[str, Any], optimization: dict[str, Any],
                    names: dict[str, str], target: Path) -> dict[str, Any]:
-    """Add the ``optimized`` variant (the default, when made) to an export record."""
-    if optimization is None:
-        return record
+    """Add the ``optimized`` variant, made the default, to an export record."""
     model_files = [f for name in names.values() for f in files.model_files(target / name)]
     record["variants"]["optimized"] = {"file": next(iter(names.values())), "files": model_files,
                                        "graphs": names, "precision": "fp32",
@@ -157,6 +155,22 @@ def with_optimized(record: dict[str, Any], optimization: dict[str, Any] | None,
     record["default_variant"] = "optimized"
     record["optimization"] = optimization
     return record
+
+
+def smoke_test(open_export: Callable[[], tuple[Any, dict[str, Any]]]) -> None:
+    """Generate from a finished export, torch-free: ``open_export()`` loads its stepper and
+    encodes two prompts (``input_ids``, ``attention_mask``); the first step and one more must
+    give finite logits. ExportError otherwise."""
+    import numpy as np
+
+    try:
+        stepper, features = open_export()
+        logits, state = stepper.start(features["input_ids"], features["attention_mask"])
+        logits, _ = stepper.step(state, logits.argmax(-1))
+        if not np.isfinite(logits).all():
+            raise ValueError("non-finite logits")
+    except Exception as exc:
+        raise ExportError(f"the export loads but cannot generate: {type(exc).__name__}: {exc}")
 
 
 def export_record(manifest: dict[str, Any], run_dir: str, io: dict[str, Any],

@@ -25,7 +25,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from nlpforge.errors import ExportError
 from nlpforge.export import cached, files
 from nlpforge.export.convert import eager_attention
 from nlpforge.export.decoder_arch import Architecture, architecture
@@ -199,18 +198,15 @@ def smoke_test(directory: Path, manifest: dict[str, Any],
     from nlpforge.runtime.generation.decoder import DecoderStepper
     from nlpforge.runtime.tokenizer import Tokenizer
 
-    try:
+    def open_export() -> tuple[Any, dict[str, np.ndarray]]:
         stepper = DecoderStepper.load(directory, manifest, device="cpu")
         tokenizer = Tokenizer.from_dir(directory, manifest["tokenizer"]["max_length"],
                                        manifest["tokenizer"].get("pad_id"))
         tokenizer.padding_side = "left"
-        batch = tokenizer.pad(tokenizer.encode(list(prompts)), ("input_ids", "attention_mask"))
-        logits, state = stepper.start(batch["input_ids"], batch["attention_mask"])
-        logits, state = stepper.step(state, logits.argmax(-1))
-        if not np.isfinite(logits).all():
-            raise ValueError("non-finite logits")
-    except Exception as exc:
-        raise ExportError(f"the export loads but cannot generate: {type(exc).__name__}: {exc}")
+        return stepper, tokenizer.pad(tokenizer.encode(list(prompts)),
+                                      ("input_ids", "attention_mask"))
+
+    cached.smoke_test(open_export)
 
 
 __all__ = ["DecoderWrapper", "empty_cache", "export_decoder", "signature", "validate"]

@@ -248,17 +248,14 @@ def smoke_test(directory: Path, manifest: dict[str, Any], task: Any) -> None:
     from nlpforge.runtime.generation.seq2seq import EncoderDecoderStepper
     from nlpforge.runtime.tokenizer import Tokenizer
 
-    try:
+    def open_export() -> tuple[Any, dict[str, np.ndarray]]:
         stepper = EncoderDecoderStepper.load(directory, manifest, device="cpu")
         tokenizer = Tokenizer.from_dir(directory, manifest["tokenizer"]["max_length"],
                                        manifest["tokenizer"].get("pad_id"))
-        features = task.encode([task.example_request(), task.example_request()], tokenizer)
-        logits, state = stepper.start(features["input_ids"], features["attention_mask"])
-        logits, state = stepper.step(state, logits.argmax(-1))
-        if not np.isfinite(logits).all():
-            raise ValueError("non-finite logits")
-    except Exception as exc:
-        raise ExportError(f"the export loads but cannot generate: {type(exc).__name__}: {exc}")
+        return stepper, task.encode([task.example_request(), task.example_request()],
+                                    tokenizer)
+
+    cached.smoke_test(open_export)
 
 
 __all__ = ["export_encoder_decoder", "special_ids", "validate"]

@@ -18,8 +18,10 @@ from nlpforge.runtime.tokenizer import Tokenizer
 SORT_BLOCK = 8192
 
 
-def model_file_of(manifest: dict[str, Any], variant: str | None, directory: Path) -> str:
-    """The ONNX file of ``variant`` (None: the export's default variant)."""
+def variant_entry(manifest: dict[str, Any], variant: str | None,
+                  directory: Path) -> dict[str, Any]:
+    """The manifest's record of ``variant`` (None: the export's default variant);
+    ModelDirError naming the variants the export has when it lacks this one."""
     fp32 = manifest["io"].get("model", "model.onnx")
     variants = manifest.get("variants") or {"fp32": {"file": fp32}}
     name = variant or manifest.get("default_variant", "fp32")
@@ -27,7 +29,12 @@ def model_file_of(manifest: dict[str, Any], variant: str | None, directory: Path
         raise ModelDirError(f"{directory}: has no {name} variant (it has "
                             f"{', '.join(variants)}); make it with nlpforge export "
                             f"{_EXPORT_FLAGS.get(name, '')}".rstrip())
-    return variants[name]["file"]
+    return variants[name]
+
+
+def model_file_of(manifest: dict[str, Any], variant: str | None, directory: Path) -> str:
+    """The ONNX file of ``variant`` (None: the export's default variant)."""
+    return variant_entry(manifest, variant, directory)["file"]
 
 
 _EXPORT_FLAGS = {"optimized": "--optimize extended", "int8": "--quantize int8", "fp16": "--fp16"}

@@ -7,14 +7,12 @@ the ``metrics`` extra and are imported only when a metric is asked for.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
-import numpy as np
-
 from nlpforge.errors import UsageError
+from nlpforge.metrics import perplexity, target_nll
 
-IGNORE = -100
+__all__ = ["bleu_chrf", "exact_match", "perplexity", "rouge", "target_nll"]
 
 
 def _need(module: str) -> Any:
@@ -56,29 +54,3 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
     same = sum(" ".join(p.split()) == " ".join(r.split())
                for p, r in zip(predictions, references))
     return round(same / len(predictions), 6)
-
-
-def target_nll(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: sum of −log p(label) and number of labels (``labels`` −100 is not scored).
-
-    ``logits[:, t]`` is the decoder's prediction of ``labels[:, t]`` (the decoder input is the
-    labels shifted right, as transformers' seq2seq loss has it).
-    """
-    logits = logits.astype(np.float32, copy=False)
-    scored = labels != IGNORE
-    safe = np.where(scored, labels, 0)
-    top = logits.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
-    picked = np.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
-    nll = np.where(scored, log_norm - picked, 0.0).astype(np.float64)
-    return nll.sum(axis=-1), scored.sum(axis=-1)
-
-
-def perplexity(predictions: Sequence[dict]) -> dict[str, float | int]:
-    """Token-weighted loss and perplexity: exp(total NLL / total target tokens)."""
-    total = sum(p["nll"] for p in predictions)
-    tokens = sum(p["tokens"] for p in predictions)
-    loss = total / tokens if tokens else float("nan")
-    return {"loss": round(loss, 6),
-            "perplexity": round(math.exp(loss), 6) if tokens and loss < 700 else float("inf"),
-            "tokens": int(tokens)}

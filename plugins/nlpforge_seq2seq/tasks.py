@@ -19,6 +19,7 @@ import numpy as np
 
 from nlpforge import Field, ModelFamily, Option, Task
 from nlpforge.errors import DataError
+from nlpforge.metrics import nll_predictions
 
 from nlpforge_seq2seq import metrics as m
 from nlpforge_seq2seq.encoding import (IGNORE, encode_sources, first_present, is_t5, pad_labels,
@@ -167,9 +168,7 @@ class Text2TextGeneration(Task):
             count = (labels != IGNORE).sum(axis=-1)
         else:
             nll, count = m.target_nll(outputs["logits"], labels)
-        return [{"nll": float(n), "tokens": int(c),
-                 "perplexity": float(np.exp(n / c)) if c else None}
-                for n, c in zip(nll, count)]
+        return nll_predictions(nll, count)
 
     def metrics(self, predictions: Sequence[dict], rows: Sequence[dict]) -> dict[str, Any]:
         """Loss/perplexity for teacher-forced predictions; text metrics for generated ones."""

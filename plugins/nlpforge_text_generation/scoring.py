@@ -1,13 +1,12 @@
-"""Teacher-forced scoring: per-row negative log-likelihood from logits, and perplexity."""
+"""Teacher-forced scoring of a causal LM: per-row negative log-likelihood from logits."""
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
-
 import numpy as np
 
-IGNORE = -100
+from nlpforge.metrics import nll_predictions, perplexity, target_nll
+
+__all__ = ["perplexity", "row_scores", "token_nll"]
 
 
 def token_nll(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -16,15 +15,7 @@ def token_nll(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     ``logits``: [n, length, vocab]; ``labels``: [n, length] aligned with the inputs (the
     prediction at position t is scored against ``labels[t + 1]``, as the causal-LM loss does).
     """
-    logits = logits[:, :-1].astype(np.float32, copy=False)
-    targets = labels[:, 1:]
-    scored = targets != IGNORE
-    safe = np.where(scored, targets, 0)
-    top = logits.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
-    picked = np.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
-    nll = np.where(scored, log_norm - picked, 0.0).astype(np.float64)
-    return nll.sum(axis=-1), scored.sum(axis=-1)
+    return target_nll(logits[:, :-1], labels[:, 1:])
 
 
 def row_scores(logits: np.ndarray, labels: np.ndarray, owners: np.ndarray,
@@ -35,15 +26,4 @@ def row_scores(logits: np.ndarray, labels: np.ndarray, owners: np.ndarray,
     counts = np.zeros(rows, dtype=np.int64)
     np.add.at(totals, owners, nll)
     np.add.at(counts, owners, count)
-    return [{"nll": float(t), "tokens": int(c),
-             "perplexity": float(math.exp(t / c)) if c else None}
-            for t, c in zip(totals, counts)]
-
-
-def perplexity(predictions: Sequence[dict]) -> dict[str, float | int]:
-    """Token-weighted: exp(total NLL / total target tokens), as run_clm reports it."""
-    total = sum(p["nll"] for p in predictions)
-    tokens = sum(p["tokens"] for p in predictions)
-    loss = total / tokens if tokens else float("nan")
-    return {"perplexity": math.exp(loss) if tokens and loss < 700 else float("inf"),
-            "loss": loss, "tokens": tokens}
+    return nll_predictions(totals, counts)

@@ -87,7 +87,7 @@ class DecoderStepper:
             raise ModelDirError(f"{directory}/nlpforge.json: field 'io' lacks "
                                 f"{', '.join(missing)}; this is not a decoder export with a KV "
                                 f"cache (re-export it with nlpforge export)")
-        model = graph_file({**manifest, "io": {"model": "model.onnx", **io}}, "model", variant)
+        model = graph_file(manifest, "model", variant, directory)
         return cls(load_session(directory / model, device, threads), io, binding)
 
     # -- the Stepper protocol ---------------------------------------------------------------

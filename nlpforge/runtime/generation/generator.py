@@ -76,11 +76,6 @@ class Generator:
         if manifest["kind"] != "export":
             raise ModelDirError(f"{directory}: this is a {manifest['kind']} dir; make an export "
                                 f"dir first with 'nlpforge export {directory} --output DIR'")
-        variants = manifest.get("variants") or {"fp32": {}}
-        if variant is not None and variant not in variants:
-            raise UsageError(f"{directory}: has no {variant} variant (it has "
-                             f"{', '.join(variants)}); generative exports can have fp32 and "
-                             f"optimized (nlpforge export --optimize)")
         family = manifest["family"]
         if family not in STEPPERS:
             raise ModelDirError(f"{directory}: a {family} model does not generate text; use "

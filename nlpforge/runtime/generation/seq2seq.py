@@ -92,7 +92,7 @@ class EncoderDecoderStepper:
             raise ModelDirError(f"{directory}/nlpforge.json: field 'io' lacks "
                                 f"{', '.join(missing)}; this is not an encoder-decoder export "
                                 f"(re-export it with nlpforge export)")
-        sessions = [load_session(directory / graph_file(manifest, key, variant), device,
+        sessions = [load_session(directory / graph_file(manifest, key, variant, directory), device,
                                  threads, spin=key == "decoder_with_past")
                     for key in ("encoder", "decoder", "decoder_with_past")]
         return cls(*sessions, io, binding)

@@ -55,18 +55,12 @@ def row_index(index: np.ndarray, batch_size: int) -> np.ndarray | None:
     return index
 
 
-def graph_file(manifest: dict[str, Any], role: str, variant: str | None = None) -> str:
+def graph_file(manifest: dict[str, Any], role: str, variant: str | None,
+               directory: Any) -> str:
     """The file of graph ``role`` (``model``; ``encoder``, ``decoder``, ``decoder_with_past``)
-    in ``variant`` (None: the export's default): ``io`` names the fp32 graphs, a variant maps
-    them to its own files."""
-    from nlpforge.errors import ModelDirError
+    in ``variant`` (None: the export's default): ``io`` names the fp32 graphs, a variant of
+    a KV-cache export maps them to its own files (``graphs``)."""
+    from nlpforge.runtime.predictor import variant_entry
 
-    fp32 = manifest["io"][role]
-    name = variant or manifest.get("default_variant", "fp32")
-    variants = manifest.get("variants") or {}
-    if name not in variants:
-        if name == "fp32":
-            return fp32
-        raise ModelDirError(f"this export has no {name} variant (it has "
-                            f"{', '.join(variants) or 'fp32'}); make it with nlpforge export")
-    return (variants[name].get("graphs") or {}).get(fp32, fp32)
+    fp32 = manifest["io"].get(role, f"{role}.onnx")
+    return (variant_entry(manifest, variant, directory).get("graphs") or {}).get(fp32, fp32)
