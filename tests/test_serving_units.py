@@ -160,3 +160,82 @@ def test_batcher_times_out_and_isolates_failures():
 
     bad, good = asyncio.run(scenario())
     assert isinstance(bad, ValueError) and good == "ok"
+
+
+def test_batcher_answers_a_request_that_timed_out_while_its_batch_ran():
+    import time
+
+    def run_batch(jobs):
+        time.sleep(0.2)
+        return ["done" for _ in jobs]
+
+    async def scenario():
+        loop_errors = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: loop_errors.append(ctx))
+        batcher = make_batcher(run_batch, max_batch_size=8)
+        batcher.start()
+        with pytest.raises(RequestTimeout, match="within 0.05 s"):
+            await batcher.submit("k", "x", 1, 1, timeout=0.05)
+        after = await batcher.submit("k", "y", 1, 1, timeout=10)  # the thread is free again
+        await batcher.stop()
+        return after, loop_errors
+
+    after, loop_errors = asyncio.run(scenario())
+    assert after == "done" and loop_errors == []
+
+
+def test_direct_routes_call_the_handler_and_leave_the_rest_to_the_app():
+    from starlette.responses import JSONResponse, PlainTextResponse
+
+    from nlpforge.serving.direct import DirectRoutes
+
+    async def handler(request, name, version=None):
+        if name == "broken":
+            raise BadRequest("field 'inputs': broken")
+        return JSONResponse({"name": name, "version": version, "body": (await request.body())
+                             .decode()})
+
+    async def on_error(request, exc):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    async def fallback(scope, receive, send):
+        await PlainTextResponse(f"app {scope['method']} {scope['path']}")(scope, receive, send)
+
+    app = DirectRoutes(fallback, [(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+                                   r"/infer", handler)], on_error)
+
+    def call(method, path, body=b"{}"):
+        sent = []
+        scope = {"type": "http", "method": method, "path": path, "headers": [],
+                 "query_string": b""}
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))
+        return sent[0]["status"], sent[1]["body"].decode()
+
+    assert call("POST", "/v2/models/m/infer") == (
+        200, '{"name":"m","version":null,"body":"{}"}')
+    assert call("POST", "/v2/models/m/versions/1/infer", b"x") == (
+        200, '{"name":"m","version":"1","body":"x"}')
+    assert call("POST", "/v2/models/broken/infer") == (400, '{"error":"field \'inputs\': broken"}')
+    for method, path in (("GET", "/v2/models/m/infer"), ("POST", "/v2/models/m/infer/"),
+                         ("POST", "/v2/models/a/b/infer"), ("POST", "/v2/models/m")):
+        assert call(method, path) == (200, f"app {method} {path}")
+
+
+def test_request_labels_stay_bounded():
+    from nlpforge.serving.middleware import classify
+
+    models = {"m": object()}
+    assert classify("/v2/models/m/infer", models) == ("m", "infer")
+    assert classify("/v2/models/m/versions/1/ready", models) == ("m", "ready")
+    assert classify("/v2/models/m", models) == ("m", "metadata")
+    assert classify("/v1/models/m/predict", models) == ("m", "predict")
+    assert classify("/v2/models/x/infer", models) == ("", "infer")  # unknown model: no label
+    assert classify("/v2/models/m/made_up_route", models) == ("", "other")
+    assert classify("/somewhere", models) == ("", "other")

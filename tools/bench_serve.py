@@ -128,24 +128,32 @@ def paired_overhead(export: Path, threads: int, texts: list[str], count: int,
     """The server's own cost at concurrency 1, side by side: one client process holds an
     in-process Predictor and a keep-alive connection to ``nlpforge serve`` (its own process,
     same threads) and sends the same sentences both ways in alternating blocks of ``block``
-    calls. The first ``settle`` calls of a block are not counted: the other side's model has
-    just pushed this one's weights out of the caches. Reports both p50s and their difference."""
+    calls (over a plain socket, the ready-made requests tools/loadgen.py sends: the figure
+    is the server's cost, not an HTTP client library's). The first ``settle`` calls of a
+    block are not counted: the other side's model has just pushed this one's weights out of
+    the caches. Reports both p50s and their difference."""
     server = nlpforge_serve(export, threads)
     host, port = loopback_target(server.url)
     code = f"""
-import http.client, json, sys, time
+import json, socket, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 import nlpforge
+from loadgen import build_requests
 texts = json.loads(sys.stdin.read())
 predictor = nlpforge.load({str(export)!r}, threads={threads})
-connection = http.client.HTTPConnection({host!r}, {port})
+raw = dict(zip(texts, build_requests({host!r}, "v2", "sst2", texts)))
+connection = socket.create_connection(({host!r}, {port}))
+connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 def served(text):
-    body = json.dumps({{"inputs": [{{"name": "text", "shape": [1], "datatype": "BYTES",
-                                     "data": [text]}}]}})
-    connection.request("POST", "/v2/models/sst2/infer", body,
-                       {{"Content-Type": "application/json"}})
-    response = connection.getresponse()
-    response.read()
-    assert response.status == 200, response.status
+    connection.sendall(raw[text])
+    data = b""
+    while b"\\r\\n\\r\\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\\r\\n\\r\\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\\r\\n")[0])
+    while len(body) < length:
+        body += connection.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head
 def local(text):
     predictor.predict([text])
 times = {{"served": [], "local": []}}

@@ -16,14 +16,14 @@ from starlette.exceptions import HTTPException
 
 from nlpforge import __version__
 from nlpforge.errors import NlpforgeError
-from nlpforge.serving import generation, protocol, v1
+from nlpforge.serving import generation, protocol, v1, v2
 from nlpforge.serving.auth import BearerAuth
 from nlpforge.serving.batcher import DynamicBatcher
+from nlpforge.serving.direct import DirectRoutes
 from nlpforge.serving.metrics import CONTENT_TYPE
 from nlpforge.serving.middleware import LimitBody, ObserveRequests
 from nlpforge.serving.models import ServedModel
 from nlpforge.serving.state import ServerState, ServeSettings
-from nlpforge.serving.v2 import v2_routes
 
 log = logging.getLogger("nlpforge.serving")
 
@@ -36,13 +36,27 @@ DESCRIPTION = """Serves nlpforge export dirs. Clients of the Open Inference Prot
 Triton) work unchanged under `/v2`; `/v1/models/{name}/predict` takes plain JSON."""
 
 
+class ServingApp(FastAPI):
+    """FastAPI with nlpforge's middleware (metrics, auth, body limit, direct routes) around
+    its whole stack rather than inside it: a request to a direct route meets no FastAPI code
+    (about a fifth of a millisecond per request on a small CPU)."""
+
+    outer_middleware: list[tuple[type, dict[str, Any]]] = []
+
+    def build_middleware_stack(self) -> Any:
+        app = super().build_middleware_stack()
+        for middleware, options in self.outer_middleware:
+            app = middleware(app, **options)
+        return app
+
+
 def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = None) -> FastAPI:
     """The app serving ``models``; batchers start, and warm-up runs, when the app starts."""
     state = ServerState(models, settings or ServeSettings())
-    app = FastAPI(title="nlpforge serve", version=__version__, description=DESCRIPTION,
+    app = ServingApp(title="nlpforge serve", version=__version__, description=DESCRIPTION,
                   lifespan=_lifespan, redoc_url=None)
     app.state.server = state
-    app.include_router(v2_routes(state))
+    app.include_router(v2.v2_routes(state))
     app.include_router(generation.generation_routes(state))
     app.include_router(v1.v1_routes(state))
 
@@ -54,10 +68,16 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     _add_error_handlers(app)
-    app.add_middleware(LimitBody, limit=state.settings.max_request_bytes)
+    app.outer_middleware = [  # innermost first
+        (DirectRoutes, {"routes": [(v2.INFER_PATH, v2.infer_handler(state)),
+                                   (v1.PREDICT_PATH, v1.predict_handler(state))],
+                        "on_error": error_response}),
+        (LimitBody, {"limit": state.settings.max_request_bytes}),
+    ]
     if state.settings.token:
-        app.add_middleware(BearerAuth, token=state.settings.token)
-    app.add_middleware(ObserveRequests, metrics=state.metrics, models=state.models)
+        app.outer_middleware.append((BearerAuth, {"token": state.settings.token}))
+    app.outer_middleware.append((ObserveRequests, {"metrics": state.metrics,
+                                                   "models": state.models}))
     app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
     return app
 
@@ -100,11 +120,18 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(NlpforgeError)
-    async def nlpforge_error(request: Request, exc: NlpforgeError) -> Response:
-        # ServingError carries its status; a DataError is a request that does not fit the task.
+async def error_response(request: Request, exc: Exception) -> Response:
+    """``{"error": message}`` with the error's status: a ServingError carries its own, a
+    DataError is a request that does not fit the task (400); anything else is a logged 500."""
+    if isinstance(exc, NlpforgeError):
         return _error(getattr(exc, "status", 400), str(exc), getattr(exc, "headers", None))
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(NlpforgeError, error_response)
+    app.add_exception_handler(Exception, error_response)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -114,11 +141,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         error = exc.errors()[0]
         return _error(400, f"field '{protocol.field_path(error['loc'])}': {error['msg']}")
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> Response:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _error(500, f"internal error: {type(exc).__name__}")
 
 
 def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:

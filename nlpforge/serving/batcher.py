@@ -100,15 +100,21 @@ class DynamicBatcher:
         self._queued_rows += size
         self.metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
+        timer = loop.call_later(timeout, self._expire, job, timeout)
         try:
-            return await asyncio.wait_for(job.future, timeout)
-        except asyncio.TimeoutError:
-            self._forget(job)
-            raise RequestTimeout(f"model '{self.name}' did not answer within {timeout:g} s "
-                                 f"(--request-timeout-s)") from None
+            return await job.future
         except asyncio.CancelledError:  # the client went away
             self._forget(job)
             raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, job: Job, timeout: float) -> None:
+        if not job.future.done():
+            self._forget(job)
+            job.future.set_exception(RequestTimeout(
+                f"model '{self.name}' did not answer within {timeout:g} s "
+                f"(--request-timeout-s)"))
 
     def _forget(self, job: Job) -> None:
         """Free the queue slot of a request nobody waits for any more."""
@@ -213,22 +219,27 @@ class DynamicBatcher:
         start = loop.time()
         for job in batch:
             self.metrics.queue_time.observe(start - job.enqueued)
-        results = await loop.run_in_executor(self._executor, self._call, batch)
+        await loop.run_in_executor(self._executor, self._call, batch, loop)
         seconds = loop.time() - start
         self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
         self.metrics.batch_size.observe(sum(job.size for job in batch))
         self.metrics.batch_seconds.observe(seconds)
-        for job, result in zip(batch, results):
-            if job.future.done():
-                continue
-            if isinstance(result, BaseException):
-                job.future.set_exception(result)
-            else:
-                job.future.set_result(result)
 
-    def _call(self, batch: list[Job]) -> list[Any]:
+    def _call(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> None:
+        """On the model thread: run the batch, then hand each request its result straight
+        from here (the waiting handlers wake on the loop's next turn)."""
         try:
             results = self.run_batch(batch)
         except Exception as exc:  # a failed batch fails each of its requests, not the server
-            return [exc] * len(batch)
-        return results
+            results = [exc] * len(batch)
+        loop.call_soon_threadsafe(_resolve, batch, results)
+
+
+def _resolve(batch: list[Job], results: list[Any]) -> None:
+    for job, result in zip(batch, results):
+        if job.future.done():  # timed out, or the client went away
+            continue
+        if isinstance(result, BaseException):
+            job.future.set_exception(result)
+        else:
+            job.future.set_result(result)

@@ -58,15 +58,24 @@ class Metrics:
                                batch_seconds.labels(name), queue_depth.labels(name))
             for name in model_names
         }
-        for name in self.models:
-            self.in_flight.labels(name)
+        self.in_flight_of = {name: self.in_flight.labels(name) for name in self.models}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def observe_request(self, model: str, route: str, code: int, seconds: float) -> None:
-        self.requests.labels(model, route, str(code)).inc()
-        if code >= 400:
-            self.failures.labels(model, route, str(code)).inc()
-        if model != NO_MODEL:
-            self.latency.labels(model, route).observe(seconds)
+        key = (model, route, code)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a tuple hash: look each up once
+            labels = (model, route, str(code))
+            children = self._children[key] = (
+                self.requests.labels(*labels),
+                self.failures.labels(*labels) if code >= 400 else None,
+                self.latency.labels(model, route) if model != NO_MODEL else None)
+        requests, failures, latency = children
+        requests.inc()
+        if failures is not None:
+            failures.inc()
+        if latency is not None:
+            latency.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,11 +14,18 @@ from nlpforge.serving.metrics import NO_MODEL, Metrics
 _MODEL_PATH = re.compile(r"/v[12]/models/([^/]+)(?:/versions/[^/]+)?(?:/([a-z_]+))?/?")
 
 
+#: Route labels of the per-model routes; any other path is "other" (a bounded label space).
+MODEL_ROUTES = frozenset({"metadata", "ready", "infer", "predict", "generate", "generate_stream"})
+
+
 def classify(path: str, models: Any) -> tuple[str, str]:
-    """(model label, route label) of a request path; unknown names get no label of their own."""
+    """(model label, route label) of a request path; unknown names and routes get no label
+    of their own, so no request can grow the metrics without bound."""
     match = _MODEL_PATH.fullmatch(path)
     if match:
         name, route = match.group(1), match.group(2) or "metadata"
+        if route not in MODEL_ROUTES:
+            return NO_MODEL, "other"
         return (name if name in models else NO_MODEL), route
     if path.startswith("/v2/health/"):
         return NO_MODEL, "health"
@@ -61,7 +68,7 @@ class ObserveRequests(HttpMiddleware):
                 status = message["status"]
             await send(message)
 
-        gauge = self.metrics.in_flight.labels(model) if model != NO_MODEL else None
+        gauge = self.metrics.in_flight_of.get(model)
         if gauge is not None:
             gauge.inc()
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -39,6 +39,7 @@ class ModelList(BaseModel):
 
 def v1_routes(state: ServerState) -> APIRouter:
     router = APIRouter(tags=[TAG])
+    handler = predict_handler(state)
 
     @router.get("/v1/models", operation_id="list_models", responses={200: {"model": ModelList}})
     async def list_models() -> Response:
@@ -51,7 +52,20 @@ def v1_routes(state: ServerState) -> APIRouter:
                  responses={200: {"model": PredictResponse}, **ERRORS})
     async def predict(request: Request, model_name: str) -> Response:
         """One prediction per input, in order — what ``nlpforge predict`` prints."""
-        model = state.ready_model(model_name)
+        return await handler(request, model_name)
+
+    return router
+
+
+#: The predict route's path, as ``DirectRoutes`` matches it (see ``predict_handler``).
+PREDICT_PATH = r"/v1/models/(?P<name>[^/]+)/predict"
+
+
+def predict_handler(state: ServerState) -> Callable[..., Awaitable[Response]]:
+    """``POST /v1/models/{name}/predict``."""
+
+    async def predict(request: Request, name: str) -> Response:
+        model = state.ready_model(name)
         body = validate_json(PredictRequest, await request.body())
         parameters = check_parameters(body.parameters, "parameters")
         predictions = await model.predict(body.inputs, state.truncate(parameters),
@@ -59,4 +73,4 @@ def v1_routes(state: ServerState) -> APIRouter:
         return JSONResponse({"model_name": model.name, "model_version": model.version,
                              "predictions": predictions})
 
-    return router
+    return predict

@@ -52,6 +52,24 @@ def add_model_route(router: APIRouter, suffix: str, method: str, handler: ModelH
                              tags=[TAG], **kwargs)
 
 
+#: The infer routes' paths, as ``DirectRoutes`` matches them (see ``infer_handler``).
+INFER_PATH = r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer"
+
+
+def infer_handler(state: ServerState) -> ModelHandler:
+    """``POST /v2/models/{name}[/versions/{version}]/infer``."""
+
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        model = state.ready_model(name, version)
+        parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
+        outputs = await model.infer(parsed, state.truncate(parsed.parameters),
+                                    state.timeout(parsed.parameters))
+        body, headers = encode_infer_response(model.name, model.version, parsed.id, outputs)
+        return Response(body, headers=headers)
+
+    return infer
+
+
 def v2_routes(state: ServerState) -> APIRouter:
     router = APIRouter()
 
@@ -81,13 +99,7 @@ def v2_routes(state: ServerState) -> APIRouter:
         return JSONResponse({"name": model.name, "ready": state.serving},
                             status_code=200 if state.serving else 400)
 
-    async def infer(request: Request, name: str, version: str | None) -> Response:
-        model = state.ready_model(name, version)
-        parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
-        outputs = await model.infer(parsed, state.truncate(parsed.parameters),
-                                    state.timeout(parsed.parameters))
-        body, headers = encode_infer_response(model.name, model.version, parsed.id, outputs)
-        return Response(body, headers=headers)
+    infer = infer_handler(state)
 
     add_model_route(router, "", "GET", model_metadata, "model_metadata",
                     responses={200: {"model": ModelMetadata}, 404: ERRORS[404]},
