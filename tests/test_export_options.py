@@ -113,6 +113,15 @@ def test_predict_and_evaluate_take_a_variant(full, trained_run):
     assert result.returncode == 2 and "variants belong to export dirs" in result.stderr
 
 
+def test_serve_takes_a_variant(full):
+    from nlpforge.serving import ServedModel
+
+    served = ServedModel.load("m", full, threads=1, variant="int8")
+    assert served.predictor.variant == "int8"
+    assert served.predictor.session._model_path.endswith("model.int8.onnx")
+    assert ServedModel.load("m", full, threads=1).predictor.variant == "optimized"
+
+
 # -- Triton -----------------------------------------------------------------------------------
 
 def test_triton_config_parses_as_model_config(triton_repo):

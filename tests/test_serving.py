@@ -386,6 +386,9 @@ def test_serve_errors_are_one_line_and_exit_non_zero(tmp_path, exported):
     assert busy.returncode == 2 and "in use" in busy.stderr and "Traceback" not in busy.stderr
     twice = run_cli("serve", str(exported), str(exported))
     assert twice.returncode == 2 and "NAME=DIR" in twice.stderr
+    no_int8 = run_cli("serve", str(exported), "--variant", "int8", "--port", "0")
+    assert no_int8.returncode != 0 and "no int8 variant" in no_int8.stderr
+    assert "Traceback" not in no_int8.stderr
 
 
 def test_bearer_token_guards_everything_but_probes_and_docs(exported):

@@ -1,8 +1,11 @@
 """Benchmark nlpforge serve on the packaged MiniLM fine-tuned on SST-2; all figures from one run.
 
-Each contender runs in its own process with the same CPU threads, one after another:
+The model is exported as one ships it (``--optimize extended --quantize int8``, into
+tools/out/serve/export; ``--reuse-export`` keeps one already there). Each contender runs in
+its own process with the same CPU threads, one after another:
   - the in-process Predictor, one sentence per call (the reference for server overhead);
-  - nlpforge serve with dynamic batching (its defaults);
+  - nlpforge serve with dynamic batching (its defaults; the export's default variant,
+    optimized fp32), and the same with ``--variant int8``;
   - nlpforge serve --max-batch-size 1;
   - tools/serve_baseline.py: FastAPI + a Hugging Face pipeline called per request.
 The server's own cost at concurrency 1 is also measured side by side: one client sends the
@@ -16,6 +19,7 @@ serve, 1,000 warm-up requests, then --soak requests at concurrency 32, resident 
 before and after. Writes tools/out/serve/bench.md and bench.json.
 
     python tools/bench_serve.py [--threads N] [--requests 2000] [--seconds 20] [--soak 10000]
+                                [--reuse-export]
 """
 
 from __future__ import annotations
@@ -39,13 +43,27 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tools" / "out" / "serve"
 
 
-def model_dirs() -> tuple[Path, Path]:
-    """(run dir, export dir): the full SST-2 run when it exists, else the subset one."""
+def model_dirs(reuse: bool = True) -> tuple[Path, Path]:
+    """(run dir, export dir): the full SST-2 run when it exists, else the subset one, exported
+    the way one ships it — ``--optimize extended --quantize int8`` (checked on the SST-2
+    validation set) — into tools/out/serve/export; ``reuse``: keep an export already there."""
     for name in ("sst2-full", "sst2"):
-        base = ROOT / "tools" / "out" / name
-        if (base / "export" / "model.onnx").is_file() and (base / "run" / "config.json").is_file():
-            return base / "run", base / "export"
-    sys.exit("bench_serve: no tools/out/sst2*/{run,export}; run tools/sst2_parity.py first")
+        run = ROOT / "tools" / "out" / name / "run"
+        if (run / "config.json").is_file():
+            break
+    else:
+        sys.exit("bench_serve: no tools/out/sst2*/run; run tools/sst2_parity.py first")
+    export = OUT / "export"
+    if reuse and (export / "model.int8.onnx").is_file():
+        return run, export
+    command = [sys.executable, "-m", "nlpforge", "export", str(run), "--output", str(export),
+               "--optimize", "extended", "--quantize", "int8", "--calibration-data",
+               str(SST2), "--overwrite"]
+    print("$", " ".join(command[1:]), flush=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"bench_serve: export failed:\n{result.stderr[-3000:]}")
+    return run, export
 
 
 def free_port() -> int:
@@ -200,8 +218,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="most seconds per level")
     parser.add_argument("--soak", type=int, default=10_000, help="soak requests (0: none)")
     parser.add_argument("--data", default=str(SST2))
+    parser.add_argument("--reuse-export", action="store_true",
+                        help="keep tools/out/serve/export when it is there")
     args = parser.parse_args()
-    run_dir, export = model_dirs()
+    run_dir, export = model_dirs(args.reuse_export)
     texts = read_texts(args.data)
     report: dict = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                     "run_dir": str(run_dir), "export_dir": str(export), "threads": args.threads,
@@ -214,6 +234,8 @@ def main() -> None:
     print("server vs in-process, paired:", report["paired"], flush=True)
     contenders = [
         ("nlpforge serve", lambda: nlpforge_serve(export, args.threads), "v2"),
+        ("nlpforge serve --variant int8",
+         lambda: nlpforge_serve(export, args.threads, "--variant", "int8"), "v2"),
         ("nlpforge serve --max-batch-size 1",
          lambda: nlpforge_serve(export, args.threads, "--max-batch-size", "1"), "v2"),
         ("FastAPI + HF pipeline", lambda: Process(
@@ -246,8 +268,9 @@ def throughput_at(results: list[dict], concurrency: int) -> float:
 
 def render(report: dict) -> str:
     servers = report["servers"]
-    batched, single, baseline = (servers[k] for k in (
-        "nlpforge serve", "nlpforge serve --max-batch-size 1", "FastAPI + HF pipeline"))
+    batched, single, baseline, int8 = (servers[k] for k in (
+        "nlpforge serve", "nlpforge serve --max-batch-size 1", "FastAPI + HF pipeline",
+        "nlpforge serve --variant int8"))
     c1 = next(r for r in batched if r["concurrency"] == 1)
     lines = ["# nlpforge serve benchmark\n",
              f"`{report['command']}` — export `{report['export_dir']}`, {report['threads']} "
@@ -258,6 +281,8 @@ def render(report: dict) -> str:
              f"{throughput_at(batched, 32) / throughput_at(single, 32):.2f}x |",
              f"| throughput at 32 clients, batching vs FastAPI + HF pipeline | "
              f"{throughput_at(batched, 32) / throughput_at(baseline, 32):.2f}x |",
+             f"| the same with the export's int8 variant (`--variant int8`) | "
+             f"{throughput_at(int8, 32) / throughput_at(baseline, 32):.2f}x |",
              f"| p50 at concurrency 1: server {c1['p50_ms']} ms vs in-process "
              f"{report['in_process']['p50_ms']} ms | "
              f"{c1['p50_ms'] - report['in_process']['p50_ms']:+.2f} ms |"]

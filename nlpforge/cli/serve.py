@@ -36,13 +36,17 @@ _AT_LEAST_ONE = ("max_batch_size", "max_queue_size", "max_request_bytes", "threa
                    "Prefer the NLPFORGE_SERVE_TOKEN variable: options show in ps.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, help="ONNX Runtime CPU threads per model (default: all).")
+@click.option("--variant", type=click.Choice(["fp32", "optimized", "int8", "fp16"]),
+              help="The model file of each export to serve (default: optimized if exported, "
+                   "else fp32).")
 @click.option("--shutdown-timeout-s", type=float, default=30.0, show_default=True,
               help="On SIGTERM, how long requests in flight may take to finish.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: int,
           max_queue_delay_ms: float, max_queue_size: int, request_timeout_s: float,
           max_request_bytes: int, truncate: bool, token: str | None, device: str,
-          threads: int | None, shutdown_timeout_s: float, access_log: bool) -> None:
+          threads: int | None, variant: str | None, shutdown_timeout_s: float,
+          access_log: bool) -> None:
     """Serve export dirs over HTTP until SIGTERM or Ctrl-C.
 
     \b
@@ -78,7 +82,7 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
             raise UsageError(f"two models are called '{name}'; name them with NAME=DIR")
     sock = bind(host, port)
     try:
-        models = [ServedModel.load(name, path, device=device, threads=threads)
+        models = [ServedModel.load(name, path, device=device, threads=threads, variant=variant)
                   for name, path in specs]
     except BaseException:
         sock.close()

@@ -168,11 +168,11 @@ class GeneratedModel(ServedModel):
         generator.generate([self.example], max_new_tokens=2)  # checks the model end to end
 
     @classmethod
-    def load(cls, name: str, path: Any, device: str = "auto",
-             threads: int | None = None) -> "GeneratedModel":
+    def load(cls, name: str, path: Any, device: str = "auto", threads: int | None = None,
+             variant: str | None = None) -> "GeneratedModel":
         from nlpforge.runtime.generation.generator import Generator
 
-        return cls(name, Generator.load(path, device=device, threads=threads))
+        return cls(name, Generator.load(path, device=device, threads=threads, variant=variant))
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",

@@ -100,15 +100,17 @@ class ServedModel:
                                          pad_id=predictor.tokenizer.pad_id)
 
     @classmethod
-    def load(cls, name: str, path: str | Path, device: str = "auto",
-             threads: int | None = None) -> "ServedModel":
+    def load(cls, name: str, path: str | Path, device: str = "auto", threads: int | None = None,
+             variant: str | None = None) -> "ServedModel":
+        """``variant``: the export's model file to serve (default: its lossless best)."""
         from nlpforge.manifest import read_manifest
         from nlpforge.runtime.generation.generator import is_generative
         from nlpforge.serving.generation import GeneratedModel, find_generator
 
         if is_generative(read_manifest(path)):
-            return GeneratedModel.load(name, path, device=device, threads=threads)
-        predictor = Predictor.load(path, device=device, threads=threads)
+            return GeneratedModel.load(name, path, device=device, threads=threads,
+                                       variant=variant)
+        predictor = Predictor.load(path, device=device, threads=threads, variant=variant)
         return cls(name, predictor, find_generator(predictor))
 
     def attach(self, batcher: DynamicBatcher) -> None:
