@@ -70,6 +70,26 @@ def test_no_weight_decay_on_biases_and_norms():
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
 
 
+def test_the_fused_optimizer_makes_the_same_update_as_the_loop():
+    torch.manual_seed(0)
+    fused = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    looped = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    looped.load_state_dict(fused.state_dict())
+    opt = make_optimizer(fused, 1e-2, 0.1)
+    assert all(g["fused"] for g in opt.param_groups)
+    ref = torch.optim.AdamW([{"params": [looped[0].weight], "weight_decay": 0.1},
+                             {"params": [looped[0].bias, *looped[1].parameters()],
+                              "weight_decay": 0.0}], lr=1e-2, foreach=False)
+    x = torch.randn(16, 8)
+    for _ in range(5):
+        for model, optimizer in ((fused, opt), (looped, ref)):
+            optimizer.zero_grad()
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+    for a, b in zip(fused.parameters(), looped.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # rounding only
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("epochs", 0, "--epochs must be positive"),
     ("batch_size", -1, "--batch-size must be positive"),

