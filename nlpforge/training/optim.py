@@ -11,8 +11,8 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     """AdamW over trainable parameters; biases and normalisation weights (1-d) get no decay.
 
     The fused kernel where the parameters allow it (floating point, on the CPU or CUDA): the
-    same update in one pass over each tensor. On the CPU the per-tensor loop took a quarter of
-    a MiniLM training step (149 ms against 23 ms fused, batch 32, 2 threads)."""
+    same update in one pass over each tensor. On the CPU the per-tensor loop took 129 ms of a
+    598 ms MiniLM step, the fused kernel 30 ms (tools/profile_train_step.py)."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
