@@ -188,6 +188,7 @@ def test_direct_routes_call_the_handler_and_leave_the_rest_to_the_app():
     from starlette.responses import JSONResponse, PlainTextResponse
 
     from nlpforge.serving.direct import DirectRoutes
+    from nlpforge.serving.v2 import INFER_PATH
 
     async def handler(request, name, version=None):
         if name == "broken":
@@ -201,8 +202,7 @@ def test_direct_routes_call_the_handler_and_leave_the_rest_to_the_app():
     async def fallback(scope, receive, send):
         await PlainTextResponse(f"app {scope['method']} {scope['path']}")(scope, receive, send)
 
-    app = DirectRoutes(fallback, [(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"
-                                   r"/infer", handler)], on_error)
+    app = DirectRoutes(fallback, [(INFER_PATH, handler)], on_error)
 
     def call(method, path, body=b"{}"):
         sent = []
