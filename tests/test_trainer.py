@@ -215,3 +215,30 @@ def test_tensorboard_and_metrics_log(tiny_bert, tmp_path):
     assert [x["step"] for x in lines] == [2, 4]
     assert all(x["examples_per_s"] > 0 and x["tokens_per_s"] > 0 for x in lines)
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_split_by_length_trains_the_same_weights(still_bert, tmp_path, monkeypatch):
+    """Micro-batches of similar length are a cheaper way to the same gradient: the weights
+    after training match those of unsplit batches."""
+    from nlpforge.training import loop
+    from nlpforge.training.batches import split_by_length
+    from nlpforge.training.config import TrainConfig
+
+    splits = []
+
+    def eager(lengths):  # a cost of 1 token per pass: split wherever padding can be saved
+        parts = split_by_length(lengths, cost=1)
+        splits.append(len(parts))
+        return parts
+
+    monkeypatch.setattr(loop, "split_by_length", eager)
+    common = dict(task="text-classification", model=str(still_bert), train=TRAIN, batch_size=8,
+                  lr=1e-3, max_steps=6, group_by_length=False, progress=False, tensorboard=False,
+                  validation=VALID)
+    loop.train(TrainConfig(output=str(tmp_path / "plain"), **common))
+    assert not splits
+    loop.train(TrainConfig(output=str(tmp_path / "split"), split_by_length=True, **common))
+    assert len(splits) == 6 and max(splits) > 1
+    assert_same_weights(tmp_path / "plain", tmp_path / "split", atol=2e-5)
+    resolved = json.loads((tmp_path / "split" / "train_config.json").read_text())
+    assert resolved["split_by_length"] is True

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nlpforge.errors import UsageError
-from nlpforge.training.batches import epoch_batches
+from nlpforge.training.batches import epoch_batches, split_by_length
 from nlpforge.training.loop import TrainConfig, linear_schedule, make_optimizer
 
 
@@ -31,6 +31,38 @@ def test_grouping_by_length_cuts_padding():
     grouped = padded(epoch_batches(lengths, 32, gen, True))
     plain = padded(epoch_batches(lengths, 32, gen, False))
     assert grouped < 0.7 * plain
+
+
+def _plan_cost(lengths, parts, cost):
+    return sum(len(p) * max(lengths[i] for i in p) + cost for p in parts)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_split_by_length_finds_the_cheapest_cuts(seed):
+    """Every row once, runs of the length order, and no other cut of that order is cheaper."""
+    import itertools
+    import random
+
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 60) for _ in range(rng.randint(1, 9))]
+    cost = rng.choice([0, 5, 20, 80])
+    parts = split_by_length(lengths, cost)
+    assert sorted(i for p in parts for i in p) == list(range(len(lengths)))
+    ordered = [lengths[i] for p in parts for i in p]
+    assert ordered == sorted(lengths)
+    n, order = len(lengths), [i for p in parts for i in p]
+    best = min(_plan_cost(lengths, [order[a:b] for a, b in zip((0, *cuts), (*cuts, n))], cost)
+               for k in range(n) for cuts in itertools.combinations(range(1, n), k))
+    assert _plan_cost(lengths, parts, cost) == best
+
+
+def test_split_by_length_splits_only_when_padding_outweighs_a_pass():
+    assert len(split_by_length([10] * 32)) == 1
+    assert [len(p) for p in split_by_length([5] * 31 + [60], cost=80)] == [31, 1]
+    mixed = [8] * 24 + [64] * 8
+    parts = split_by_length(mixed, cost=80)
+    assert [len(p) for p in parts] == [24, 8]  # saves 24 x 56 padded tokens for one more pass
+    assert len(split_by_length(mixed, cost=24 * 56 + 1)) == 1
 
 
 def test_cosine_and_constant_schedules():

@@ -5,10 +5,13 @@
 
 Each contender runs in its own process (same model, data, batch size and threads):
   speed      the same batches, in the same order: nlpforge's trainer vs a hand-written loop
-             (median step time; the trainer should add no cost of its own);
+             (median step time; the trainer should add no cost of its own), and the
+             trainer with --precision bf16 on the same batches;
   throughput one epoch over --rows SST-2 training rows, then validation accuracy:
              Hugging Face Trainer with its defaults vs nlpforge with what it offers
              (length-grouped batches; bf16 autocast where the CPU has bf16 instructions),
+             and nlpforge with Hugging Face's random batches cut into micro-batches of
+             similar length (--split-by-length: the same gradients, less padding),
              once per seed, taking turns; medians over the seeds (one epoch of fine-tuning
              moves accuracy by about a point from seed to seed).
 Writes tools/out/bench_train/results.json and results.md. Needs ../shared/datasets/sst2 and
@@ -83,16 +86,18 @@ def plain_loop(args) -> dict:
     return {"step_times": times, "median_step_s": statistics.median(times[3:])}
 
 
-def nlpforge_steps(args) -> dict:
+def nlpforge_steps(args, precision: str = "fp32", steps: int | None = None) -> dict:
     """nlpforge's trainer on the same batches; step times from its own metrics log."""
-    run = OUT / "nlpforge-speed"
+    run = OUT / f"nlpforge-speed-{precision}"
+    steps = steps or args.steps
     data = OUT / "rows.jsonl"
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "nlpforge", "train", "--task", "text-classification",
          "--model", minilm(), "--train", str(data), "--output", str(run), "--overwrite",
-         "--batch-size", str(args.batch_size), "--max-steps", str(args.steps), "--max-length",
-         "64", "--logging-steps", "1", "--quiet", "--no-tensorboard", "--lr", "5e-5"],
+         "--batch-size", str(args.batch_size), "--max-steps", str(steps), "--max-length",
+         "64", "--logging-steps", "1", "--quiet", "--no-tensorboard", "--lr", "5e-5",
+         "--precision", precision],
         capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(result.stderr)
@@ -140,15 +145,15 @@ def hf_trainer(args) -> dict:
             "accuracy": 100 * correct / len(val)}
 
 
-def nlpforge_epoch(args) -> dict:
-    run = OUT / "nlpforge-epoch"
+def nlpforge_epoch(args, *flags: str, name: str = "nlpforge-epoch") -> dict:
+    run = OUT / name
     precision = "bf16" if _has_bf16() else "fp32"
     result = subprocess.run(
         [sys.executable, "-m", "nlpforge", "train", "--task", "text-classification",
          "--model", minilm(), "--train", str(OUT / "rows.jsonl"), "--output", str(run),
          "--overwrite", "--batch-size", str(args.batch_size), "--epochs", "1", "--max-length",
          "64", "--quiet", "--no-tensorboard", "--lr", "5e-5", "--precision", precision,
-         "--seed", str(args.seed)],
+         "--seed", str(args.seed), *flags],
         capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(result.stderr)
@@ -170,8 +175,16 @@ def _has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-CONTENDERS = {"plain": plain_loop, "nlpforge-steps": nlpforge_steps, "hf-trainer": hf_trainer,
-              "nlpforge-epoch": nlpforge_epoch}
+CONTENDERS = {
+    "plain": plain_loop, "nlpforge-steps": nlpforge_steps,
+    # 10 steps: without bf16 instructions, autocast to bf16 is many times slower than fp32
+    "nlpforge-steps-bf16": lambda args: nlpforge_steps(args, "bf16", min(args.steps, 10)),
+    "hf-trainer": hf_trainer, "nlpforge-epoch": nlpforge_epoch,
+    # random batches (Hugging Face's), each cut into micro-batches of similar length
+    "nlpforge-split": lambda args: nlpforge_epoch(args, "--no-group-by-length",
+                                                  "--split-by-length", name="nlpforge-split"),
+}
+EPOCH = ("hf-trainer", "nlpforge-epoch", "nlpforge-split")
 
 
 def main() -> None:
@@ -209,24 +222,31 @@ def main() -> None:
         print(name, seed, {k: v for k, v in result.items() if k != "step_times"}, flush=True)
         return result
 
-    results: dict = {"plain": run("plain"), "nlpforge-steps": run("nlpforge-steps")}
+    results: dict = {name: run(name) for name in ("plain", "nlpforge-steps", "nlpforge-steps-bf16")}
     seeds = [int(x) for x in args.seeds.split(",")]
-    runs: dict[str, list[dict]] = {"hf-trainer": [], "nlpforge-epoch": []}
-    for turn, seed in enumerate(seeds):
-        for name in list(runs)[::1 if turn % 2 == 0 else -1]:
+    runs: dict[str, list[dict]] = {name: [] for name in EPOCH}
+    for turn, seed in enumerate(seeds):  # the contenders take turns going first
+        for name in EPOCH[turn % 3:] + EPOCH[:turn % 3]:
             runs[name].append(dict(run(name, seed), seed=seed))
     for name, each in runs.items():
         results[name] = {key: statistics.median(r[key] for r in each)
                          for key in ("examples_per_s", "accuracy", "train_s")}
         results[name]["runs"] = each
     ratio_steps = results["nlpforge-steps"]["median_step_s"] / results["plain"]["median_step_s"]
-    speedup = results["nlpforge-epoch"]["examples_per_s"] / results["hf-trainer"]["examples_per_s"]
-    gap = results["nlpforge-epoch"]["accuracy"] - results["hf-trainer"]["accuracy"]
+    bf16 = results["nlpforge-steps-bf16"]["median_step_s"] / results["nlpforge-steps"]["median_step_s"]
+    hf = results["hf-trainer"]
+    speedup = results["nlpforge-epoch"]["examples_per_s"] / hf["examples_per_s"]
+    gap = results["nlpforge-epoch"]["accuracy"] - hf["accuracy"]
+    split_speedup = results["nlpforge-split"]["examples_per_s"] / hf["examples_per_s"]
+    split_gap = results["nlpforge-split"]["accuracy"] - hf["accuracy"]
     summary = {"rows": args.rows, "steps": args.steps, "batch_size": args.batch_size,
                "seeds": seeds,
                "threads": args.threads, "step_time_ratio_vs_plain_loop": round(ratio_steps, 3),
                "examples_per_s_ratio_vs_hf_trainer": round(speedup, 2),
-               "accuracy_gap_points": round(gap, 2), "results": results}
+               "accuracy_gap_points": round(gap, 2),
+               "split_examples_per_s_ratio_vs_hf_trainer": round(split_speedup, 2),
+               "split_accuracy_gap_points": round(split_gap, 2),
+               "bf16_step_time_ratio_vs_fp32": round(bf16, 3), "results": results}
     (OUT / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = [
         "| measure | nlpforge | alternative | ratio |", "| --- | --- | --- | --- |",
@@ -238,11 +258,22 @@ def main() -> None:
         f"| SST-2 validation accuracy (%, median of {len(seeds)} seeds) "
         f"| {results['nlpforge-epoch']['accuracy']:.2f} "
         f"| HF Trainer {results['hf-trainer']['accuracy']:.2f} | {gap:+.2f} points |",
-        "", "| seed | nlpforge examples/s | nlpforge accuracy | HF examples/s | HF accuracy |",
-        "| --- | --- | --- | --- | --- |",
+        f"| the same, --no-group-by-length --split-by-length: examples/s "
+        f"| {results['nlpforge-split']['examples_per_s']:.1f} "
+        f"| HF Trainer {hf['examples_per_s']:.1f} | {split_speedup:.2f}× |",
+        f"| the same: accuracy (%) | {results['nlpforge-split']['accuracy']:.2f} "
+        f"| HF Trainer {hf['accuracy']:.2f} | {split_gap:+.2f} points |",
+        f"| median step time with --precision bf16 (s) "
+        f"| {results['nlpforge-steps-bf16']['median_step_s']:.3f} "
+        f"| fp32 {results['nlpforge-steps']['median_step_s']:.3f} | {bf16:.3f}× |",
+        "", "| seed | grouped examples/s | grouped accuracy | split examples/s | split accuracy "
+        "| HF examples/s | HF accuracy |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for ours, theirs in zip(runs["nlpforge-epoch"], runs["hf-trainer"]):
+    for ours, split, theirs in zip(runs["nlpforge-epoch"], runs["nlpforge-split"],
+                                   runs["hf-trainer"]):
         table.append(f"| {ours['seed']} | {ours['examples_per_s']:.1f} | {ours['accuracy']:.2f} "
+                     f"| {split['examples_per_s']:.1f} | {split['accuracy']:.2f} "
                      f"| {theirs['examples_per_s']:.1f} | {theirs['accuracy']:.2f} |")
     (OUT / "results.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))

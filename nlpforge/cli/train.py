@@ -31,6 +31,9 @@ def _options(func):
         ("--max-length", {"type": int, "help": "Maximum tokens per input [the task's, capped by the model]."}),
         ("--group-by-length/--no-group-by-length", {"default": None,
                                                     "help": "Batch rows of similar length together [on]."}),
+        ("--split-by-length/--no-split-by-length", {
+            "default": None, "help": "Cut each batch into micro-batches of similar length: the "
+                                     "same gradient with less padding [off]."}),
         ("--lr", {"type": float, "help": "Peak learning rate [5e-5]."}),
         ("--weight-decay", {"type": float, "help": "AdamW weight decay, not on biases and norms [0.01]."}),
         ("--scheduler", {"type": click.Choice(CHOICES["scheduler"]), "help": "[linear]"}),

@@ -27,3 +27,36 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gene
         batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
     shuffle = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffle]
+
+
+#: What one more forward/backward pass costs, in padded tokens: the per-pass work that does not
+#: grow with the batch (writing every weight's gradient, the embedding table's included) against
+#: the cost of a token. Measured on MiniLM-L6 (2 threads): 69 ms per pass, 0.83 ms per token.
+SPLIT_COST = 80
+
+
+def split_by_length(lengths: Sequence[int], cost: int = SPLIT_COST) -> list[list[int]]:
+    """Cut one batch into micro-batches of similar length, as few as pay for themselves.
+
+    ``lengths`` are the rows' token counts. Rows are sorted by length and cut into runs that
+    minimise ``padded tokens + cost × micro-batches`` (exactly, by dynamic programming over
+    the cut points). Returns positions into ``lengths``, one list per micro-batch, shortest
+    first. Accumulating the micro-batches' gradients weighted by their examples gives the
+    batch's own gradient; only the padding changes.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best = [0] + [float("inf")] * n  # best[j]: cheapest plan for the j shortest rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[order[j - 1]]
+        for i in range(j):
+            value = best[i] + (j - i) * longest + cost
+            if value < best[j]:
+                best[j], cut[j] = value, i
+    parts: list[list[int]] = []
+    j = n
+    while j:
+        parts.append(order[cut[j]:j])
+        j = cut[j]
+    return parts[::-1]

@@ -39,6 +39,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_length: int | None = None
     group_by_length: bool = True
+    split_by_length: bool = False
     # optimizer and schedule
     lr: float = 5e-5
     weight_decay: float = 0.01

@@ -24,12 +24,13 @@ from nlpforge.data import read_dataset
 from nlpforge.errors import NlpforgeError, UsageError
 from nlpforge.manifest import MANIFEST_NAME, new_manifest, write_manifest
 from nlpforge.plugins import get_plugin_manager
+from nlpforge.tasks import ModelFamily
 from nlpforge.runtime.batching import predict_rows, row_size
 from nlpforge.runtime.tokenizer import FEATURES, Tokenizer
 from nlpforge.training import checkpoint as ckpt
 from nlpforge.training import distributed as dist
 from nlpforge.training.adapters import adapt_model, merged
-from nlpforge.training.batches import epoch_batches
+from nlpforge.training.batches import epoch_batches, split_by_length
 from nlpforge.training.config import TrainConfig
 from nlpforge.training.models import (load_base_model, load_base_tokenizer, quiet_transformers,
                                       torch_runner)
@@ -249,16 +250,17 @@ class Trainer:
         local_units = 0
         for batch in group:
             rows = [self.train_rows[i] for i in dist.shard(self.dist, batch)]
-            features = self.task.training_batch(rows, self.tokenizer)
-            # Token features the model does not take (token_type_ids of a model without
-            # them) are dropped; targets and anything else go to compute_loss.
-            tensors = to_torch({k: v for k, v in features.items()
-                                if k in self.inputs or k not in FEATURES}, device=self.device)
-            units = self.task.loss_units(tensors)
-            local_units += units
-            tokens = int(features["attention_mask"].sum()) if "attention_mask" in features else 0
-            log.count(len(rows) * self.dist.world, tokens * self.dist.world)
-            micro.append((tensors, units))
+            for part, features in self._micro_batches(rows):
+                # Token features the model does not take (token_type_ids of a model without
+                # them) are dropped; targets and anything else go to compute_loss.
+                tensors = to_torch({k: v for k, v in features.items()
+                                    if k in self.inputs or k not in FEATURES}, device=self.device)
+                units = self.task.loss_units(tensors)
+                local_units += units
+                mask = features.get("attention_mask")
+                tokens = int(mask.sum()) if mask is not None else 0
+                log.count(len(part) * self.dist.world, tokens * self.dist.world)
+                micro.append((tensors, units))
         total_units = dist.all_sum(self.dist, local_units, self.device) or 1.0
         loss_sum = backward_micro_batches(self.task, self.train_model, micro, total_units,
                                           self.dist, self._autocast, self.scaler)
@@ -275,6 +277,24 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return dist.all_sum(self.dist, loss_sum, self.device) / total_units
+
+    def _micro_batches(self, rows: list[dict]) -> list[tuple[list[dict], dict]]:
+        """The batch's features, or with ``split_by_length`` the features of its micro-batches
+        of similar length (``split_by_length`` in batches.py). Tasks that make several
+        examples of a row (question-answering windows) are not split."""
+        features = self.task.training_batch(rows, self.tokenizer)
+        mask = features.get("attention_mask")
+        if not self.config.split_by_length or mask is None or len(mask) != len(rows):
+            return [(rows, features)]
+        lengths = mask.sum(axis=1)
+        labels = features.get("labels")
+        if self.task.family is ModelFamily.ENCODER_DECODER and getattr(labels, "ndim", 0) == 2:
+            lengths = lengths + (labels != -100).sum(axis=1)  # decoder tokens cost as much
+        parts = split_by_length(lengths.tolist())
+        if len(parts) == 1:
+            return [(rows, features)]
+        chunks = [[rows[i] for i in part] for part in parts]
+        return [(chunk, self.task.training_batch(chunk, self.tokenizer)) for chunk in chunks]
 
     # -- evaluation, best model, checkpoints --------------------------------------------------
 
