@@ -1,12 +1,14 @@
 """Trainer benchmark: nlpforge against a plain PyTorch loop and Hugging Face's Trainer.
 
     python tools/bench_train.py [--rows 6000] [--steps 40] [--batch-size 32] [--threads 2]
-                                [--seeds 42,43,44]
+                                [--seeds 42,43,44] [--step-rounds 3] [--steps-only]
 
 Each contender runs in its own process (same model, data, batch size and threads):
   speed      the same batches, in the same order: nlpforge's trainer vs a hand-written loop
-             (median step time; the trainer should add no cost of its own), and the
-             trainer with --precision bf16 on the same batches;
+             (in one process, one step each in turns, over --step-rounds processes; median
+             step times and the median of the per-step ratios: the trainer should add no
+             cost of its own), and the whole `nlpforge train` command's step time with
+             --precision bf16 against fp32 on the same batches;
   throughput one epoch over --rows SST-2 training rows, then validation accuracy:
              Hugging Face Trainer with its defaults vs nlpforge with what it offers
              (length-grouped batches; bf16 autocast where the CPU has bf16 instructions),
@@ -48,8 +50,9 @@ def sst2_rows(n: int) -> list[dict]:
 
 # -- contenders (each runs in a child process) -------------------------------------------------
 
-def plain_loop(args) -> dict:
-    """A hand-written loop over exactly the batches nlpforge's trainer uses."""
+def plain_step(args, rows: list[dict]):
+    """A hand-written training step (encode, forward, backward, clip, AdamW, schedule), and
+    the batches nlpforge's trainer uses."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -60,7 +63,6 @@ def plain_loop(args) -> dict:
     from nlpforge_text_classification import TextClassification
 
     torch.manual_seed(42)
-    rows = sst2_rows(args.rows)
     task = TextClassification()
     task.fit(rows)
     tok = Tokenizer.from_dir(minilm(), max_length=64, pad_id=0)
@@ -70,9 +72,8 @@ def plain_loop(args) -> dict:
     sched = make_scheduler("linear", opt, int(0.1 * args.steps), args.steps)
     batches = epoch_batches([row_size(r) for r in rows], args.batch_size,
                             torch.Generator().manual_seed(42), True)
-    times = []
-    for index in batches[:args.steps]:
-        start = time.perf_counter()
+
+    def step(index: list[int]) -> None:
         batch = [rows[i] for i in index]
         features = {k: torch.from_numpy(v) for k, v in task.encode(batch, tok).items()}
         features["labels"] = torch.from_numpy(task.targets(batch)["labels"])
@@ -82,8 +83,51 @@ def plain_loop(args) -> dict:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+
+    return step, batches[:args.steps]
+
+
+def plain_loop(args) -> dict:
+    """A hand-written loop over exactly the batches nlpforge's trainer uses."""
+    step, batches = plain_step(args, sst2_rows(args.rows))
+    times = []
+    for index in batches:
+        start = time.perf_counter()
+        step(index)
         times.append(time.perf_counter() - start)
     return {"step_times": times, "median_step_s": statistics.median(times[3:])}
+
+
+def steps_in_turns(args) -> dict:
+    """nlpforge's training step and the hand-written one in one process, one step each in
+    turns (who goes first alternates) on the same batches: both meet the same conditions."""
+    import torch
+
+    from nlpforge.training import distributed as dist
+    from nlpforge.training.config import TrainConfig
+    from nlpforge.training.loop import Trainer
+    from nlpforge.training.progress import TrainLog
+
+    config = TrainConfig(task="text-classification", model=minilm(), train=str(OUT / "rows.jsonl"),
+                         output=str(OUT / "nlpforge-turns"), overwrite=True,
+                         batch_size=args.batch_size, max_steps=args.steps, max_length=64,
+                         lr=5e-5, progress=False, tensorboard=False)
+    config.check()
+    trainer = Trainer(config, dist.Dist(), torch.device("cpu"))
+    trainer.prepare()
+    log = TrainLog(None, False, args.steps, 0, False)
+    step, batches = plain_step(args, trainer.train_rows)
+    assert batches == trainer._global_batches(torch.Generator().manual_seed(42))[:args.steps]
+    times: dict[str, list[float]] = {"plain": [], "nlpforge": []}
+    for i, index in enumerate(batches):
+        for name in ("plain", "nlpforge")[::1 if i % 2 == 0 else -1]:
+            start = time.perf_counter()
+            step(index) if name == "plain" else trainer._step([index], log)
+            times[name].append(time.perf_counter() - start)
+    ratios = [n / p for n, p in zip(times["nlpforge"][3:], times["plain"][3:])]
+    return {"plain_step_s": statistics.median(times["plain"][3:]),
+            "nlpforge_step_s": statistics.median(times["nlpforge"][3:]),
+            "ratio": statistics.median(ratios)}
 
 
 def nlpforge_steps(args, precision: str = "fp32", steps: int | None = None) -> dict:
@@ -176,7 +220,7 @@ def _has_bf16() -> bool:
 
 
 CONTENDERS = {
-    "plain": plain_loop, "nlpforge-steps": nlpforge_steps,
+    "plain": plain_loop, "nlpforge-steps": nlpforge_steps, "steps-in-turns": steps_in_turns,
     # 10 steps: without bf16 instructions, autocast to bf16 is many times slower than fp32
     "nlpforge-steps-bf16": lambda args: nlpforge_steps(args, "bf16", min(args.steps, 10)),
     "hf-trainer": hf_trainer, "nlpforge-epoch": nlpforge_epoch,
@@ -194,6 +238,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", default="42,43,44", help="seeds of the epoch contenders")
+    parser.add_argument("--step-rounds", type=int, default=3,
+                        help="rounds of the step-time contenders, taking turns")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="only the step times (tools/out/bench_train/steps.json)")
     parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     parser.add_argument("--contender", choices=sorted(CONTENDERS))
     args = parser.parse_args()
@@ -222,7 +270,26 @@ def main() -> None:
         print(name, seed, {k: v for k, v in result.items() if k != "step_times"}, flush=True)
         return result
 
-    results: dict = {name: run(name) for name in ("plain", "nlpforge-steps", "nlpforge-steps-bf16")}
+    # the two steps take turns within one process, one step each, over --step-rounds processes
+    turns = [run("steps-in-turns") for _ in range(args.step_rounds)]
+    results: dict = {"steps-in-turns": {"rounds": turns}}
+    results["plain"] = {"median_step_s": statistics.median(t["plain_step_s"] for t in turns)}
+    results["nlpforge-step"] = {"median_step_s": statistics.median(t["nlpforge_step_s"]
+                                                                   for t in turns)}
+    ratio_steps = statistics.median(t["ratio"] for t in turns)
+    # the whole command (its own process, fp32 then bf16) for the bf16 ratio
+    results["nlpforge-steps"] = run("nlpforge-steps")
+    results["nlpforge-steps-bf16"] = run("nlpforge-steps-bf16")
+    steps_line = (f"| median step time, same batches, in turns in one process (s; "
+                  f"{args.step_rounds} rounds) | {results['nlpforge-step']['median_step_s']:.3f} "
+                  f"| plain loop {results['plain']['median_step_s']:.3f} | {ratio_steps:.3f}× |")
+    if args.steps_only:
+        (OUT / "steps.json").write_text(json.dumps(
+            {"step_rounds": args.step_rounds, "steps": args.steps, "batch_size": args.batch_size,
+             "threads": args.threads, "step_time_ratio_vs_plain_loop": round(ratio_steps, 3),
+             "results": results}, indent=2) + "\n")
+        print(steps_line)
+        return
     seeds = [int(x) for x in args.seeds.split(",")]
     runs: dict[str, list[dict]] = {name: [] for name in EPOCH}
     for turn, seed in enumerate(seeds):  # the contenders take turns going first
@@ -232,7 +299,6 @@ def main() -> None:
         results[name] = {key: statistics.median(r[key] for r in each)
                          for key in ("examples_per_s", "accuracy", "train_s")}
         results[name]["runs"] = each
-    ratio_steps = results["nlpforge-steps"]["median_step_s"] / results["plain"]["median_step_s"]
     bf16 = results["nlpforge-steps-bf16"]["median_step_s"] / results["nlpforge-steps"]["median_step_s"]
     hf = results["hf-trainer"]
     speedup = results["nlpforge-epoch"]["examples_per_s"] / hf["examples_per_s"]
@@ -250,8 +316,7 @@ def main() -> None:
     (OUT / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = [
         "| measure | nlpforge | alternative | ratio |", "| --- | --- | --- | --- |",
-        f"| median step time, same batches (s) | {results['nlpforge-steps']['median_step_s']:.3f} "
-        f"| plain loop {results['plain']['median_step_s']:.3f} | {ratio_steps:.3f}× |",
+        steps_line,
         f"| examples/s, one epoch of {args.rows} rows (median of {len(seeds)} seeds) "
         f"| {results['nlpforge-epoch']['examples_per_s']:.1f} "
         f"| HF Trainer {results['hf-trainer']['examples_per_s']:.1f} | {speedup:.2f}× |",

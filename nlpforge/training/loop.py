@@ -350,8 +350,9 @@ class Trainer:
 
     # -- the run ------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        c = self.config
+    def prepare(self) -> None:
+        """Everything before the first step: check the output, read the data, load the
+        tokenizer and model, create the run dir."""
         self._check_output()
         self._load_data()
         self._load_tokenizer()
@@ -360,6 +361,10 @@ class Trainer:
         self.state: dict[str, Any] = {"step": 0, "epoch": 1, "batch_index": 0, "history": [],
                                       "best": None, "bad_evals": 0, "stop_early": False,
                                       "loss": None}
+
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        self.prepare()
         generator = torch.Generator().manual_seed(c.seed)
         epoch_start = self._restore(generator) if c.resume else None
         if c.resume and epoch_start is None:
