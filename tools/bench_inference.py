@@ -289,7 +289,7 @@ def paired_compute(run_features: Callable[[dict], Any], export: Path, threads: i
                    pairs: int = 5, n: int = 2048) -> dict:
     """The model's GFLOP/s at batch 32 / sequence 128 as a share of ONNX Runtime's fp32
     matmul peak measured just before it, ``pairs`` times in turns (the machine's speed drifts
-    by tens of percent over minutes: only a pair shares its conditions); median share."""
+    by tens of percent over minutes: only a pair shares its conditions)."""
     config = json.loads((export / "config.json").read_text())
     flops = model_flops(config, 128) * BATCH
     many = synthetic(BATCH, 128, config["vocab_size"])
@@ -300,8 +300,7 @@ def paired_compute(run_features: Callable[[dict], Any], export: Path, threads: i
         achieved = flops / median_seconds(lambda: run_features(many), 3, 1) / 1e9
         peaks.append(peak)
         shares.append(achieved / peak)
-    return {"share": statistics.median(shares), "shares": shares,
-            "peak_gflops": statistics.median(peaks)}
+    return {"shares": shares, "peak_gflops": statistics.median(peaks)}
 
 
 # -- the parent: export, run each contender in a process, report ----------------------------------

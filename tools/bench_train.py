@@ -87,17 +87,6 @@ def plain_step(args, rows: list[dict]):
     return step, batches[:args.steps]
 
 
-def plain_loop(args) -> dict:
-    """A hand-written loop over exactly the batches nlpforge's trainer uses."""
-    step, batches = plain_step(args, sst2_rows(args.rows))
-    times = []
-    for index in batches:
-        start = time.perf_counter()
-        step(index)
-        times.append(time.perf_counter() - start)
-    return {"step_times": times, "median_step_s": statistics.median(times[3:])}
-
-
 def steps_in_turns(args) -> dict:
     """nlpforge's training step and the hand-written one in one process, one step each in
     turns (who goes first alternates) on the same batches: both meet the same conditions."""
@@ -220,7 +209,7 @@ def _has_bf16() -> bool:
 
 
 CONTENDERS = {
-    "plain": plain_loop, "nlpforge-steps": nlpforge_steps, "steps-in-turns": steps_in_turns,
+    "steps-in-turns": steps_in_turns, "nlpforge-steps": nlpforge_steps,
     # 10 steps: without bf16 instructions, autocast to bf16 is many times slower than fp32
     "nlpforge-steps-bf16": lambda args: nlpforge_steps(args, "bf16", min(args.steps, 10)),
     "hf-trainer": hf_trainer, "nlpforge-epoch": nlpforge_epoch,

@@ -24,9 +24,9 @@ from nlpforge.data import read_dataset
 from nlpforge.errors import NlpforgeError, UsageError
 from nlpforge.manifest import MANIFEST_NAME, new_manifest, write_manifest
 from nlpforge.plugins import get_plugin_manager
-from nlpforge.tasks import ModelFamily
 from nlpforge.runtime.batching import predict_rows, row_size
 from nlpforge.runtime.tokenizer import FEATURES, Tokenizer
+from nlpforge.tasks import ModelFamily
 from nlpforge.training import checkpoint as ckpt
 from nlpforge.training import distributed as dist
 from nlpforge.training.adapters import adapt_model, merged
