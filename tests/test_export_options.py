@@ -1,5 +1,6 @@
 """nlpforge export options: --optimize, --quantize int8, --fp16, --opset, external data,
---format triton, the optimum layout, variants at run time, and the bad inputs around them."""
+--format triton, variants at run time, and the bad inputs around them (optimum:
+test_optimum_compat.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 
@@ -102,13 +102,30 @@ def test_runtime_loads_each_variant(full, tmp_path):
         nlpforge.load(str(moved), variant="int8")
 
 
-def test_predict_and_evaluate_take_a_variant(full, trained_run):
+def test_predict_and_evaluate_take_a_variant(full, trained_run, tmp_path):
+    """The commands run the variant asked for: their output is that variant's in process."""
+    import nlpforge
+    from nlpforge.cli.predict import open_model
+    from nlpforge.data import read_dataset
+
     result = run_cli("predict", str(full), "--variant", "int8", "a lovely film")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["label"] in ("negative", "positive")
-    result = run_cli("evaluate", str(full), "--variant", "fp16", "--data", VALIDATION)
+    (want,) = nlpforge.load(str(full), variant="int8").predict(["a lovely film"])
+    got = json.loads(result.stdout)
+    assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"],
+                                                                           abs=1e-6)
+    written = tmp_path / "fp16.jsonl"
+    result = run_cli("evaluate", str(full), "--variant", "fp16", "--data", VALIDATION,
+                     "--predictions", str(written))
     assert result.returncode == 0, result.stderr
-    assert "accuracy" in json.loads(result.stdout)["metrics"]
+    task, fp16 = open_model(str(full), "cpu", None, 32, "fp16", for_metrics=True)
+    _, fp32 = open_model(str(full), "cpu", None, 32, "fp32", for_metrics=True)
+    rows = read_dataset(VALIDATION, task, training=True).rows
+    want16, want32 = fp16(rows), fp32(rows)
+    printed = [json.loads(line)["score"] for line in written.read_text().splitlines()]
+    assert printed == pytest.approx([p["score"] for p in want16], abs=1e-6)
+    assert printed != pytest.approx([p["score"] for p in want32], abs=1e-6)  # not fp32's
+    assert json.loads(result.stdout)["metrics"] == task.metrics(want16, rows)
     result = run_cli("predict", str(trained_run), "--variant", "int8", "text")
     assert result.returncode == 2 and "variants belong to export dirs" in result.stderr
 
@@ -161,29 +178,6 @@ def test_triton_config_without_batching(full, tmp_path):
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
     assert list(config.input[0].dims) == [-1, -1]  # the batch axis is the model's own
-
-
-# -- optimum ----------------------------------------------------------------------------------
-
-def test_export_dir_has_the_layout_optimum_loads(full):
-    """ORTModelForSequenceClassification reads model.onnx + config.json, feeds input_ids,
-    attention_mask, token_type_ids and reads logits."""
-    for name in ("model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json"):
-        assert (full / name).is_file(), name
-    graph = onnx.load(str(full / "model.onnx")).graph
-    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert [o.name for o in graph.output] == ["logits"]
-    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-            for i in graph.input]
-    assert all(isinstance(a, str) and isinstance(b, str) for a, b in dims)  # dynamic axes
-    optimum = pytest.importorskip("optimum.onnxruntime",
-                                  reason="optimum-onnx is not installed (it pins transformers<5)")
-    model = optimum.ORTModelForSequenceClassification.from_pretrained(str(full))
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(full))
-    out = model(**tokenizer(["a lovely film"], return_tensors="np"))
-    assert np.asarray(out.logits).shape == (1, 2)
 
 
 # -- optimize levels --------------------------------------------------------------------------
