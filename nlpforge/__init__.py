@@ -1,6 +1,7 @@
 """nlpforge: fine-tune transformers for NLP tasks, export to ONNX, run without torch.
 
-This module imports neither torch nor transformers.
+This module imports neither torch nor transformers. ``__all__`` is what a plugin author
+imports.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-__version__ = "0.1.0"
+from nlpforge.version import __version__
 
 #: Decorator for plugin hook implementations: ``@nlpforge.hookimpl``.
 hookimpl = pluggy.HookimplMarker("nlpforge")
 
 from nlpforge.errors import NlpforgeError  # noqa: E402
-from nlpforge.tasks import Field, ModelFamily, Option, Signature, Task  # noqa: E402
+from nlpforge.families import ModelFamily  # noqa: E402
+from nlpforge.tasks import Field, Option, Signature, Task  # noqa: E402
 
 if TYPE_CHECKING:
     from nlpforge.runtime.generation.generator import Generator
@@ -23,16 +25,15 @@ if TYPE_CHECKING:
 
 
 def load(path: str, **kwargs: Any) -> "Predictor | Generator":
-    """Load an export dir (torch-free): a :class:`nlpforge.runtime.Predictor`, or for a
-    decoder-only or encoder-decoder export a
-    :class:`nlpforge.runtime.generation.generator.Generator`."""
+    """Load an export dir (torch-free) with its family's runtime: a
+    :class:`nlpforge.runtime.Predictor` for an encoder, a
+    :class:`nlpforge.runtime.generation.generator.Generator` for a decoder-only or
+    encoder-decoder export. Keywords: ``device``, ``threads``, ``batch_size``, ``variant``."""
+    from nlpforge.families import family
     from nlpforge.manifest import read_manifest
-    from nlpforge.runtime.generation.generator import Generator, is_generative
-    from nlpforge.runtime.predictor import Predictor
 
-    if is_generative(read_manifest(path)):
-        return Generator.load(path, **kwargs)
-    return Predictor.load(path, **kwargs)
+    runtime = family(read_manifest(path)["family"]).load("runtime")
+    return runtime.load(path, **kwargs)
 
 
 __all__ = [

@@ -27,13 +27,13 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from nlpforge import __version__
 from nlpforge.errors import ManifestError, PluginError
+from nlpforge.families import FAMILIES
+from nlpforge.version import __version__
 
 MANIFEST_NAME = "nlpforge.json"
 SCHEMA_VERSION = 1
 KINDS = ("run", "export")
-FAMILIES = ("encoder", "decoder", "encoder-decoder")
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,

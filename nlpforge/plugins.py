@@ -9,6 +9,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as metadata
 import logging
 import os
@@ -91,23 +92,26 @@ class PluginManager:
         eps = self._entry_points
         if eps is None:
             eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
-        seen: set[tuple[str, str]] = set()
+        seen: dict[str, PluginInfo] = {}
         for ep in sorted(eps, key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             info = PluginInfo(ep.name, dist.name if dist else "unknown",
                               dist.version if dist else "unknown", ep.value)
-            if (info.name, info.module) in seen:  # the same dist seen twice on sys.path
-                continue
-            seen.add((info.name, info.module))
+            other = seen.get(info.name) or seen.get(_top_module(info.module))
+            if other is not None and (other.name, other.module, other.distribution) == \
+                    (info.name, info.module, info.distribution):
+                continue  # the same distribution seen twice on sys.path
             self.plugins.append(info)
+            if other is not None:
+                self._fail(info, "failed to load: " + _taken(info, other), PluginError(info.name))
+                continue
+            seen[info.name] = seen[_top_module(info.module)] = info
             names = {info.name, info.distribution}
             if (allow is not None and not names & allow) or names & block:
                 info.status = "disabled"
                 continue
             try:
                 plugin = ep.load()
-                self._check_api(info, plugin)
-                self.pm.register(plugin, name=info.name)
             except PluginError as exc:  # says what to do itself
                 self._fail(info, f"failed to load: {exc}", exc)
                 continue
@@ -116,8 +120,59 @@ class PluginManager:
                                  f"(pip install -U '{info.distribution}') or skip it with "
                                  f"NLPFORGE_BLOCK_PLUGINS={info.name}", exc)
                 continue
-            self._register_tasks(info)
+            self._add(info, plugin)
         return self
+
+    def register(self, plugin: Any, name: str, distribution: str = "local",
+                 version: str = "0.0.0") -> PluginInfo:
+        """Register a plugin object in this process, as an installed one is registered (API
+        version, hook names, task ids checked; errors isolated and reported the same way).
+        Tests and embedding apps use it; ``unregister(name)`` undoes it."""
+        self.load()
+        if any(p.name == name and p.status == "loaded" for p in self.plugins):
+            raise PluginError(f"a plugin named '{name}' is registered already")
+        module = getattr(plugin, "__name__", None) or type(plugin).__module__
+        info = PluginInfo(name, distribution, version, module)
+        self.plugins.append(info)
+        self._add(info, plugin)
+        return info
+
+    def unregister(self, name: str) -> None:
+        """Forget the plugin ``name`` and its tasks."""
+        self.load()
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        self.plugins = [p for p in self.plugins if p.name != name]
+        self._tasks = {k: e for k, e in self._tasks.items() if e.plugin.name != name}
+
+    def _add(self, info: PluginInfo, plugin: Any) -> None:
+        """Check a loaded plugin object, register its hooks, then its tasks."""
+        try:
+            self._check_api(info, plugin)
+            self.pm.register(plugin, name=info.name)
+            self._check_hooks(info, plugin)
+        except PluginError as exc:
+            self._fail(info, f"failed to load: {exc}", exc)
+            return
+        except Exception as exc:
+            self._fail(info, f"failed to load: {_short(exc)}", exc)
+            return
+        self._register_tasks(info)
+
+    def _check_hooks(self, info: PluginInfo, plugin: Any) -> None:
+        """pluggy's own check that every hook implementation has a spec; a misspelt hook
+        (``register_task``) is refused naming the hook that exists."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError:
+            self.pm.unregister(name=info.name)
+            known = [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "nlpforge_spec")]
+            unknown = [n for n in dir(plugin) if not n.startswith("_") and n not in known
+                       and hasattr(getattr(plugin, n, None), "nlpforge_impl")]
+            hints = [f"'{n}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+                     for n in unknown for close in [difflib.get_close_matches(n, known, 1)]]
+            raise PluginError(f"it implements {', '.join(hints) or 'a hook'}, which is not an "
+                              f"nlpforge hook (hooks: {', '.join(known)})") from None
 
     def _check_api(self, info: PluginInfo, plugin: Any) -> None:
         wanted = getattr(plugin, "NLPFORGE_PLUGIN_API", hookspecs.PLUGIN_API_VERSION)
@@ -206,6 +261,19 @@ class PluginManager:
             except Exception as exc:
                 self._fail(info, f"failed to add commands: {_short(exc)}", exc)
             info.commands.extend(sorted(set(cli.commands) - before))
+
+
+def _top_module(value: str) -> str:
+    """The top-level module an entry point's value imports (``pkg.mod:attr`` → ``pkg``)."""
+    return "module:" + value.split(":")[0].split(".")[0]
+
+
+def _taken(info: PluginInfo, other: PluginInfo) -> str:
+    what = (f"the plugin name '{info.name}'" if other.name == info.name
+            else f"the module {_top_module(info.module)[len('module:'):]}")
+    return (f"{what} is taken by {other.describe()}; only one of them can load. Rename the "
+            f"plugin (its entry point and package), or uninstall one, or skip it with "
+            f"NLPFORGE_BLOCK_PLUGINS={info.name}")
 
 
 def _short(exc: BaseException) -> str:

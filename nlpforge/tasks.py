@@ -8,21 +8,13 @@ except ``build_model``/``compute_loss`` must work without torch: the runtime cal
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
 from nlpforge.errors import DataError, PluginError, UsageError
-
-
-class ModelFamily(str, enum.Enum):
-    """The three transformer families nlpforge fine-tunes."""
-
-    ENCODER = "encoder"
-    DECODER = "decoder"
-    ENCODER_DECODER = "encoder-decoder"
+from nlpforge.families import ModelFamily
 
 
 _TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list"}
@@ -135,6 +127,16 @@ class Task:
     greater_is_better: ClassVar[bool] = False
     #: Default maximum sequence length in tokens; users override it with --max-length.
     default_max_length: ClassVar[int] = 128
+    #: ``encode`` may turn one row into several feature rows (windows over a long text). Core
+    #: then sorts rows by characters rather than tokens and never splits a training batch.
+    splits_rows: ClassVar[bool] = False
+    #: How ``nlpforge evaluate`` scores an export of a generative family: ``"forward"`` (one
+    #: teacher-forced pass per batch, e.g. perplexity) or ``"generate"`` (generated text
+    #: against the references, e.g. ROUGE).
+    evaluate_by: ClassVar[str] = "forward"
+    #: Arrays of ``encode``'s output besides the token features that ``forward`` needs when
+    #: PyTorch scores a batch (a seq2seq head's ``labels``, which feed its decoder).
+    forward_extras: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, labels: Sequence[str] | None = None, **options: Any):
         known = {o.name: o for o in self.options}
@@ -179,6 +181,13 @@ class Task:
         too: runners feed the model its inputs only, and ``postprocess`` receives them all.
         """
         raise NotImplementedError
+
+    def prompt_features(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray] | None:
+        """Generative tasks: requests → the prompt's ``input_ids`` and ``attention_mask`` for
+        the generation loop (chat templates, long prompts keeping their end). The default,
+        None, lets the runtime use ``encode`` (encoder-decoder tasks that define it) or the
+        first request field straight through the tokenizer."""
+        return None
 
     def targets(self, rows: Sequence[dict]) -> dict[str, np.ndarray]:
         """Training rows → the label arrays the head's loss needs."""
@@ -272,13 +281,31 @@ class Task:
             raise PluginError(f"task '{cls.id}': family must be a ModelFamily, got {cls.family!r}")
         if not isinstance(cls.version, int) or cls.version < 1:
             raise PluginError(f"task '{cls.id}': version must be a positive integer")
+        if cls.evaluate_by not in EVALUATE_BY:
+            raise PluginError(f"task '{cls.id}': evaluate_by must be one of "
+                              f"{', '.join(EVALUATE_BY)}, got {cls.evaluate_by!r}")
+        missing = [name for name in REQUIRED_METHODS if not cls.defines(name)]
+        if not (cls.defines("targets") or cls.defines("training_batch")):
+            missing.append("targets (or training_batch)")
+        if missing:
+            raise PluginError(f"task '{cls.id}' ({cls.__module__}.{cls.__qualname__}) does not "
+                              f"implement {', '.join(missing)}; see docs/plugin-guide.md")
+
+    @classmethod
+    def defines(cls, method: str) -> bool:
+        """Whether this class (or a base below ``Task``) overrides ``Task.method``."""
+        return getattr(cls, method, None) is not getattr(Task, method)
+
+
+#: The methods every task implements (``register()`` refuses a task that lacks one).
+REQUIRED_METHODS = ("encode", "postprocess", "metrics", "build_model", "load_model")
+EVALUATE_BY = ("forward", "generate")
+#: The token features an encoder takes, in the order its ONNX graph does.
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def field_names(fields: Iterable[Field]) -> list[str]:
     return [f.name for f in fields]
-
-
-ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def encoder_signature(model_inputs: Sequence[str], outputs: Sequence[str] = ("logits",),

@@ -50,6 +50,10 @@ def test_every_task_member_is_documented_with_its_signature():
     assert len(members) >= 16
     for function in members:
         assert f"`{_signature(function)}`" in guide, _signature(function)
+    declared = [name for name in Task.__annotations__ if not name.startswith("_")]
+    assert {"splits_rows", "evaluate_by", "forward_extras", "family"} <= set(declared)
+    for name in declared:
+        assert f"`{name}`" in guide, name
 
 
 def test_plugin_guide_states_the_api_version_fixtures_and_manifest():

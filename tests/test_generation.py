@@ -4,7 +4,7 @@ sampling, stop strings, streaming, GenerationConfig, the Generator and ``nlpforg
 The search talks to models through the Stepper protocol. ``TorchStepper`` implements it over
 a transformers model and its cache, so the search is checked against ``model.generate()`` on
 the very same weights; the ONNX steppers (``decoder.DecoderStepper``,
-``seq2seq.EncoderDecoderStepper``) are checked the same way when they exist.
+``seq2seq.EncoderDecoderStepper``) are checked the same way on tiny exports.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from nlpforge.errors import UsageError
 from nlpforge.runtime.generation.config import GenerationConfig
 from nlpforge.runtime.generation.search import generate
-
-torch = pytest.importorskip("torch")
-
-PROMPTS = ["once upon a time", "the quick brown fox jumps", "to be",
-           "numbers 0 1 2 and punctuation ! ?"]
+from tests.conftest import GENERATION_PROMPTS as PROMPTS
+from tests.conftest import SEQ2SEQ_ROWS, run_cli
 
 
 class TorchStepper:
@@ -357,47 +355,11 @@ def test_generator_texts_streams_and_stop_strings(gpt2, gpt2_dir):
 # -- ONNX exports: the steppers, the Generator, the CLI, predict/evaluate, serving ----------
 
 
-def _have(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-needs_steppers = pytest.mark.skipif(
-    not (_have("nlpforge.runtime.generation.decoder")
-         and _have("nlpforge.runtime.generation.seq2seq")),
-    reason="the ONNX steppers are not there yet")
-
-SEQ2SEQ_ROWS = [{"source": "translate English to German: the house is small",
-                 "target": "das haus ist klein"},
-                {"source": "summarize: the meeting moved to friday", "target": "meeting friday"},
-                {"source": "two dogs are playing in the snow", "target": "zwei hunde spielen"}]
-
-
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """A text-generation GPT-2 and a text2text T5 export, trained one step each."""
-    from nlpforge.export.onnx import export_run
-    from nlpforge.testing.decoders import make_tiny_gpt2
-    from nlpforge.testing.seq2seq_models import make_tiny_t5
-    from nlpforge.training.loop import TrainConfig, train
-    from tests.conftest import write_jsonl
-
-    tmp = tmp_path_factory.mktemp("gen-exports")
-    out = {}
-    for name, maker, task, rows, extra in [
-            ("gpt2", make_tiny_gpt2, "text-generation", [{"text": " ".join(PROMPTS)}] * 4, {}),
-            ("t5", make_tiny_t5, "text2text-generation", SEQ2SEQ_ROWS,
-             {"initializer_factor": 2.0})]:
-        base = maker(tmp / f"{name}-base", **extra)
-        data = write_jsonl(tmp / f"{name}.jsonl", rows)
-        run = tmp / f"{name}-run"
-        train(TrainConfig(task=task, model=str(base), train=str(data), output=str(run),
-                          max_steps=1, batch_size=4, lr=1e-4, max_length=32, progress=False,
-                          device="cpu"))
-        export_run(str(run), str(tmp / name))
-        out[name] = (run, tmp / name, data)
-    return out
+def exports(gpt2_export, t5_export):
+    """A text-generation GPT-2 and a text2text T5 export, trained one step each (built once
+    per session in conftest.py): name → (run dir, export dir, data file)."""
+    return {"gpt2": gpt2_export, "t5": t5_export}
 
 
 _LOADED: dict = {}
@@ -428,7 +390,6 @@ def _onnx_vs_torch(run, export, prompts, padding_side, **settings):
         assert _until_eos(ours.new_tokens(row), eos, pad) == want, (row, settings)
 
 
-@needs_steppers
 @pytest.mark.parametrize("settings", [{}, {"num_beams": 3, "no_repeat_ngram_size": 2},
                                       {"num_beams": 2, "repetition_penalty": 1.3,
                                        "early_stopping": True}], ids=json.dumps)
@@ -440,7 +401,6 @@ def test_onnx_steppers_match_transformers(exports, name, settings):
     _onnx_vs_torch(run, export, PROMPTS[1:2], side, **settings)
 
 
-@needs_steppers
 def test_load_returns_a_generator_that_streams(exports):
     import nlpforge
     from nlpforge.runtime.generation.generator import Generator
@@ -459,71 +419,51 @@ def test_load_returns_a_generator_that_streams(exports):
         generator.predict([{"nothing": 1}])
 
 
-@needs_steppers
-def test_cli_generate_predict_and_evaluate(exports, tmp_path):
-    from tests.conftest import run_cli
+def test_cli_generate_predict_and_evaluate(exports):
+    """The commands print what the in-process Generator gives; evaluating the export gives the
+    perplexity that ``nlpforge evaluate RUN_DIR`` (PyTorch) gives. The seq2seq evaluation is
+    compared with PyTorch's in test_seq2seq_export.py; serving in test_serving_generation.py."""
+    from click.testing import CliRunner
 
-    _, gpt2, _ = exports["gpt2"]
-    _, t5, t5_data = exports["t5"]
+    import nlpforge
+    from nlpforge.cli.main import cli
+
+    gpt2_run, gpt2, gpt2_data = exports["gpt2"]
+    _, t5, _ = exports["t5"]
+    expected = nlpforge.load(str(gpt2), device="cpu").generate(PROMPTS[:2], max_new_tokens=6)
+    assert all(expected)  # something to compare
     result = run_cli("generate", str(gpt2), PROMPTS[0], PROMPTS[1], "--max-new-tokens", "6",
                      "--json", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["prompt"] for line in lines] == PROMPTS[:2]
+    assert [(line["prompt"], line["generated_text"]) for line in lines] == list(
+        zip(PROMPTS[:2], expected))
     streamed = run_cli("generate", str(gpt2), PROMPTS[0], "--max-new-tokens", "6", "--stream",
                        "--device", "cpu")
     assert streamed.returncode == 0, streamed.stderr
-    assert streamed.stdout == lines[0]["generated_text"] + "\n"
+    assert streamed.stdout == expected[0] + "\n"
     bad = run_cli("generate", str(gpt2), "hi", "--top-p", "2", "--device", "cpu")
     assert bad.returncode == 2 and "top_p must be in (0, 1]" in bad.stderr
     assert "Traceback" not in bad.stderr
-    predicted = run_cli("predict", str(t5), SEQ2SEQ_ROWS[0]["source"], "--device", "cpu")
+
+    source = SEQ2SEQ_ROWS[0]["source"]
+    predicted = run_cli("predict", str(t5), source, "--device", "cpu")
     assert predicted.returncode == 0, predicted.stderr
-    assert set(json.loads(predicted.stdout)) == {"generated_text"}
-    evaluated = run_cli("evaluate", str(t5), "--data", str(t5_data), "--device", "cpu")
-    assert evaluated.returncode == 0, evaluated.stderr
-    metrics = json.loads(evaluated.stdout)["metrics"]
-    assert "exact_match" in metrics and any(k.startswith("rouge") for k in metrics)
+    want = nlpforge.load(str(t5), device="cpu").predict([source])[0]
+    assert want["generated_text"] and json.loads(predicted.stdout) == want
+
     # text-generation evaluates teacher-forced (evaluate_by = "forward"): perplexity.
-    _, _, gpt2_data = exports["gpt2"]
     forward = run_cli("evaluate", str(gpt2), "--data", str(gpt2_data), "--device", "cpu")
     assert forward.returncode == 0, forward.stderr
-    assert "perplexity" in json.loads(forward.stdout)["metrics"]
-
-
-@needs_steppers
-def test_serving_generate_stream_and_predict(exports):
-    from fastapi.testclient import TestClient
-
-    from nlpforge.runtime.generation.generator import Generator
-    from nlpforge.serving import ServedModel, create_app
-
-    _, export, _ = exports["gpt2"]
-    expected = Generator.load(export, device="cpu").generate([PROMPTS[0]], max_new_tokens=8)[0]
-    app = create_app([ServedModel.load("lm", export, device="cpu")])
-    with TestClient(app) as client:
-        while client.get("/v2/health/ready").status_code != 200:
-            pass
-        body = {"text_input": PROMPTS[0], "parameters": {"max_tokens": 8}}
-        whole = client.post("/v2/models/lm/generate", json=body)
-        assert whole.status_code == 200, whole.text
-        assert whole.json()["text_output"] == expected
-        with client.stream("POST", "/v2/models/lm/generate_stream", json=body) as response:
-            events = [json.loads(line[len("data: "):]) for line in response.iter_lines()
-                      if line.startswith("data: ")]
-        assert events[-1]["done"] is True
-        assert "".join(e["text_output"] for e in events) == expected
-        bad = client.post("/v2/models/lm/generate_stream",
-                          json={"text_input": "hi", "parameters": {"temperature": -1}})
-        assert bad.status_code == 400 and "temperature" in bad.json()["error"]
-        predicted = client.post("/v1/models/lm/predict", json={"inputs": [PROMPTS[0]]})
-        assert predicted.status_code == 200, predicted.text
-        assert predicted.json()["predictions"][0]["generated_text"] == \
-            Generator.load(export, device="cpu").generate([PROMPTS[0]])[0]
-        infer = client.post("/v2/models/lm/infer", json={"inputs": [
-            {"name": "prompt", "datatype": "BYTES", "shape": [1], "data": [PROMPTS[0]]}]})
-        assert infer.status_code == 200, infer.text
-        assert client.get("/v2/models/lm").json()["outputs"][0]["name"] == "generated_text"
+    by_torch = CliRunner().invoke(cli, ["evaluate", str(gpt2_run), "--data", str(gpt2_data),
+                                        "--device", "cpu"])  # in process: torch is loaded
+    assert by_torch.exit_code == 0, by_torch.output
+    onnx_metrics = json.loads(forward.stdout)["metrics"]
+    torch_metrics = json.loads(by_torch.stdout)["metrics"]
+    assert onnx_metrics.keys() == torch_metrics.keys() and onnx_metrics["tokens"] > 0
+    assert onnx_metrics["perplexity"] > 1
+    for key, value in torch_metrics.items():
+        assert onnx_metrics[key] == pytest.approx(value, rel=1e-4), key
 
 
 def test_generation_runtime_and_cli_import_without_torch():
@@ -532,7 +472,7 @@ def test_generation_runtime_and_cli_import_without_torch():
 
     code = ("import sys; import nlpforge.runtime.generation.generator, "
             "nlpforge.runtime.generation.search, nlpforge.runtime.generation.stream, "
-            "nlpforge.cli.generate, nlpforge.serving.generation; "
+            "nlpforge.cli.generate, nlpforge.serving.generating, nlpforge.serving.v2_generate; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -38,7 +38,29 @@ SIM_REQUESTS = [{"text_a": a, "text_b": b} for a, b, _ in PAIRS[:4]]
 
 # -- tasks used by the tests (module level: a fresh process can import them) -----------------
 
-class EchoLength(Task):
+class NeverTrained:
+    """The methods ``register()`` requires, for tasks these tests register but never run."""
+
+    def encode(self, rows, tokenizer):
+        raise NotImplementedError
+
+    def targets(self, rows):
+        raise NotImplementedError
+
+    def postprocess(self, outputs, rows):
+        raise NotImplementedError
+
+    def metrics(self, predictions, rows):
+        raise NotImplementedError
+
+    def build_model(self, base, **kwargs):
+        raise NotImplementedError
+
+    def load_model(self, path):
+        raise NotImplementedError
+
+
+class EchoLength(NeverTrained, Task):
     """A tiny task used to test registration: never trained."""
 
     id = "kit-echo-length"
@@ -48,7 +70,7 @@ class EchoLength(Task):
     request_fields = (Field("text", str),)
 
 
-class TorchInPostprocess(Task):
+class TorchInPostprocess(NeverTrained, Task):
     """Importing torch in postprocess: the torch-free runtime must catch it."""
 
     id = "kit-torchy"
@@ -68,13 +90,12 @@ class TorchInPostprocess(Task):
 
 
 def _installed(dist: str) -> None:
+    """The test plugins are installed with the test environment: missing is a failure."""
     try:
         importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:
-        message = f"pip install -e tests/plugins/{dist} (tools/setup.sh does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(f"{dist} is not installed: pip install -e tests/plugins/{dist} "
+                    f"(tools/setup.sh does)", pytrace=False)
 
 
 # -- nlpforge new-plugin ---------------------------------------------------------------------
@@ -107,7 +128,7 @@ def test_new_plugin_installs_is_listed_and_its_own_tests_pass(tmp_path):
     assert "4 passed" in tests.stdout
 
 
-def test_new_plugin_refuses_bad_names_taken_ids_and_existing_dirs(tmp_path):
+def test_new_plugin_refuses_bad_names_taken_ids_and_existing_dirs(tmp_path, monkeypatch):
     from nlpforge.scaffold import create_plugin, names_for
 
     assert names_for("nlpforge-review-mood") == {
@@ -119,12 +140,21 @@ def test_new_plugin_refuses_bad_names_taken_ids_and_existing_dirs(tmp_path):
     with pytest.raises(UsageError, match="'text-classification' is already provided by "
                                          "'text-classification' from nlpforge"):
         create_plugin("text-classification", tmp_path)
+    with pytest.raises(UsageError, match="the name 'seq2seq' is taken by the installed plugin "
+                                         "'seq2seq' from nlpforge .* \\(module "
+                                         "nlpforge_seq2seq\\)"):
+        create_plugin("seq2seq", tmp_path)  # the built-in's entry point and module
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "nlpforge_shadow.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "modules"))
+    with pytest.raises(UsageError, match="a module named nlpforge_shadow is importable"):
+        create_plugin("shadow", tmp_path / "out")
     with pytest.raises(UsageError, match="--description"):
         create_plugin("quoted", tmp_path, description='say "hi"')
     create_plugin("mood", tmp_path, check_installed=False)
     with pytest.raises(UsageError, match="nlpforge-mood already exists; pass --overwrite"):
         create_plugin("mood", tmp_path, check_installed=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["nlpforge-mood"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["modules", "nlpforge-mood"]
 
 
 def test_scaffold_templates_ship_with_the_package():
@@ -168,6 +198,13 @@ def test_the_fixtures_work_in_a_third_party_test_suite(tmp_path):
             family = ModelFamily.ENCODER
             request_fields = (Field("text", str),)
 
+            def encode(self, rows, tokenizer): ...
+            def targets(self, rows): ...
+            def postprocess(self, outputs, rows): ...
+            def metrics(self, predictions, rows): ...
+            def build_model(self, base, **kwargs): ...
+            def load_model(self, path): ...
+
         def test_a_registers(nlpforge_plugins):
             manager = nlpforge_plugins.register(Shout)
             assert get_plugin_manager().get_task("shout") is Shout is manager.get_task("shout")
@@ -208,11 +245,22 @@ def test_hook_register_tasks():
     plugin = type(sys)("kit_hook_tasks")
     plugin.NLPFORGE_PLUGIN_API = 1
 
+    class Unfinished(Task):
+        id = "kit-unfinished"
+        family = ModelFamily.ENCODER
+
+        def encode(self, rows, tokenizer):
+            return {}
+
     @nlpforge.hookimpl
     def register_tasks(register):
         register(EchoLength)
         with pytest.raises(PluginError, match="register\\(\\) takes a Task subclass"):
             register(object)
+        with pytest.raises(PluginError, match="task 'kit-unfinished' .* does not implement "
+                                              "postprocess, metrics, build_model, load_model, "
+                                              "targets \\(or training_batch\\)"):
+            register(Unfinished)
 
     plugin.register_tasks = register_tasks
     with temporary_plugins(plugin, installed=False) as manager:
@@ -265,8 +313,9 @@ def test_tiny_models_by_family_and_a_clear_reason_when_one_is_missing(tmp_path, 
     with pytest.raises(tiny.TinyModelUnavailable, match="unknown tiny model 'gpt5'"):
         tiny.make_tiny_model("gpt5", tmp_path)
     monkeypatch.setitem(tiny.BUILDERS, "gpt2", "nlpforge.testing.no_such_module:make")
-    with pytest.raises(tiny.TinyModelUnavailable, match="tiny gpt2 needs "
-                                                        "nlpforge.testing.no_such_module"):
+    with pytest.raises(tiny.TinyModelUnavailable, match="tiny gpt2: "
+                                                        "nlpforge.testing.no_such_module is "
+                                                        "not installed"):
         tiny.TinyModels(tmp_path).for_family(ModelFamily.DECODER)
 
 

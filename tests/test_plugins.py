@@ -21,6 +21,24 @@ class Echo(Task):
     train_fields = (Field("text"),)
     request_fields = (Field("text"),)
 
+    def encode(self, rows, tokenizer):
+        return {}
+
+    def targets(self, rows):
+        return {}
+
+    def postprocess(self, outputs, rows):
+        return [dict(row) for row in rows]
+
+    def metrics(self, predictions, rows):
+        return {}
+
+    def build_model(self, base, **kwargs):
+        raise NotImplementedError
+
+    def load_model(self, path):
+        raise NotImplementedError
+
 @nlpforge.hookimpl
 def register_tasks(register):
     register(Echo)
@@ -185,3 +203,54 @@ def test_in_process_manager_isolates_errors():
         manager.get_task("nope")
     with pytest.raises(PluginError, match="STRICT"):
         PluginManager(entry_points=eps, env={"NLPFORGE_STRICT_PLUGINS": "1"}).load()
+
+
+def test_a_misspelt_hook_is_an_error_naming_the_plugin_and_the_hook(tmp_path):
+    code = GOOD_TASK.replace("def register_tasks(register):", "def register_task(register):")
+    root = make_dist(tmp_path, "nlpforge-typo", "1.0", {"typo": "typo_plugin"},
+                     {"typo_plugin": code})
+    typo = by_name(plugins_json(root))["typo"]
+    assert typo["status"] == "failed" and typo["tasks"] == []
+    assert ("it implements 'register_task' (did you mean 'register_tasks'?), which is not an "
+            "nlpforge hook") in typo["error"]
+    strict = cli(root, "tasks", NLPFORGE_STRICT_PLUGINS="1")
+    assert strict.returncode != 0 and "'typo' from nlpforge-typo 1.0" in strict.stderr
+
+
+def test_a_plugin_name_or_module_taken_by_another_distribution_is_reported(tmp_path):
+    root = make_dist(tmp_path, "nlpforge-seq2seq", "2.0", {"seq2seq": "nlpforge_seq2seq"},
+                     {"nlpforge_seq2seq": GOOD_TASK})
+    data = plugins_json(root)
+    same = [p for p in data["plugins"] if p["name"] == "seq2seq"]
+    assert sorted(p["distribution"] for p in same) == ["nlpforge", "nlpforge-seq2seq"]
+    failed = [p for p in same if p["status"] == "failed"]
+    assert len(failed) == 1 and "the plugin name 'seq2seq' is taken by" in failed[0]["error"]
+
+
+def test_in_process_register_and_unregister():
+    import types
+
+    import nlpforge
+    from nlpforge.errors import PluginError
+    from nlpforge.plugins import PluginManager
+
+    namespace: dict = {}
+    exec(GOOD_TASK, namespace)
+    plugin = types.SimpleNamespace(register_tasks=namespace["register_tasks"])
+    manager = PluginManager(entry_points=[], env={})
+    info = manager.register(plugin, "echo", "nlpforge-echo", "1.0")
+    assert (info.status, info.tasks, manager.get_task("echo")) == ("loaded", ["echo"],
+                                                                  namespace["Echo"])
+    with pytest.raises(PluginError, match="a plugin named 'echo' is registered already"):
+        manager.register(plugin, "echo")
+    manager.unregister("echo")
+    with pytest.raises(PluginError, match="unknown task 'echo'"):
+        manager.get_task("echo")
+
+    @nlpforge.hookimpl
+    def register_task(register):
+        pass
+
+    typo = manager.register(types.SimpleNamespace(register_task=register_task), "typo")
+    assert typo.status == "failed" and "did you mean 'register_tasks'" in typo.error
+    assert not manager.pm.has_plugin("typo")

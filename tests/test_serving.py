@@ -11,13 +11,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_until
 
 TEXTS = ["what a lovely film", "the food was cold", "great acting", "a dull, long plot",
          "i loved the music", "nothing works"]
@@ -32,16 +31,25 @@ class Server:
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
         self.lines: list[str] = []
-        self._url = threading.Event()
+        self.url: str | None = None
+        self._url = threading.Event()  # set once the URL is printed, or stderr ends
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._url.wait(120):
+        if not self._url.wait(120) or self.url is None:
             self.stop()
-            raise AssertionError("server did not start:\n" + "".join(self.lines))
+            raise AssertionError("server did not start listening within 120 s:\n"
+                                 + "".join(self.lines))
         self.client = httpx.Client(base_url=self.url, timeout=60)
-        deadline = time.monotonic() + 120
-        while self.client.get("/v2/health/ready").status_code != 200:
-            assert time.monotonic() < deadline and self.proc.poll() is None, self.lines
-            time.sleep(0.05)
+
+        def ready() -> bool:
+            assert self.proc.poll() is None, "server exited:\n" + "".join(self.lines)
+            return self.client.get("/v2/health/ready").status_code == 200
+
+        try:
+            wait_until(ready, 120, "the server to be ready (/v2/health/ready)", interval=0.05)
+        except BaseException:
+            self.client.close()
+            self.stop()
+            raise
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -51,6 +59,7 @@ class Server:
             if match and not self._url.is_set():
                 self.url = match.group(1)
                 self._url.set()
+        self._url.set()  # the process has exited: stop waiting for a URL
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -97,11 +106,16 @@ def test_health_and_metadata_follow_the_protocol(server):
     assert {o["name"] for o in meta["outputs"]} >= {"label", "score", "logits"}
     assert c.get("/v2/models/sentiment/versions/1").json() == meta
     assert c.get("/v2/models/sentiment/ready").json() == {"name": "sentiment", "ready": True}
-    assert c.get("/v2/models/sentiment/versions/1/ready").status_code == 200
+    assert c.get("/v2/models/sentiment/versions/1/ready").json() == {"name": "sentiment",
+                                                                     "ready": True}
     for path in ("/v2/models/nope", "/v2/models/sentiment/versions/2",
                  "/v2/models/..%2F..%2Fetc/ready", "/v2/models/%2e%2e/ready", "/nowhere"):
         response = c.get(path)
         assert response.status_code == 404 and "error" in response.json(), path
+
+
+def in_process_logits(predictor, rows: list[dict]) -> np.ndarray:
+    return predictor.run(predictor.task.encode(rows, predictor.tokenizer))["logits"]
 
 
 def test_v2_text_infer_matches_the_in_process_predictor(server, predictor):
@@ -114,16 +128,28 @@ def test_v2_text_infer_matches_the_in_process_predictor(server, predictor):
     assert out["label"]["data"] == [p["label"] for p in expected]
     assert np.allclose(out["score"]["data"], [p["score"] for p in expected], atol=1e-5)
     assert out["logits"]["datatype"] == "FP32" and out["logits"]["shape"] == [len(TEXTS), 2]
-    assert [json.loads(s) for s in out["scores"]["data"]][0].keys() == expected[0]["scores"].keys()
+    assert np.allclose(np.reshape(out["logits"]["data"], (len(TEXTS), 2)),
+                       in_process_logits(predictor, [{"text": t} for t in TEXTS]), atol=1e-4)
+    for got, want in zip(out["scores"]["data"], expected):
+        got = json.loads(got)
+        assert got.keys() == want["scores"].keys()
+        assert np.allclose([got[k] for k in want["scores"]], list(want["scores"].values()),
+                           atol=1e-5)
 
     nested = {"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES",
                           "data": [[TEXTS[0]], [TEXTS[1]]]}], "outputs": [{"name": "label"}]}
     response = server.client.post("/v2/models/sentiment/versions/1/infer", json=nested)
     assert [o["name"] for o in response.json()["outputs"]] == ["label"]
     assert response.json()["outputs"][0]["data"] == [p["label"] for p in expected[:2]]
-    pair = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]},
-                       {"name": "text_pair", "shape": [1], "datatype": "BYTES", "data": ["b"]}]}
-    assert server.client.post("/v2/models/sentiment/infer", json=pair).status_code == 200
+    pair = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [TEXTS[0]]},
+                       {"name": "text_pair", "shape": [1], "datatype": "BYTES",
+                        "data": [TEXTS[1]]}]}
+    response = server.client.post("/v2/models/sentiment/infer", json=pair)
+    assert response.status_code == 200, response.text
+    (want,) = predictor.predict([{"text": TEXTS[0], "text_pair": TEXTS[1]}])
+    out = outputs_by_name(response)
+    assert out["label"]["data"] == [want["label"]]
+    assert abs(out["score"]["data"][0] - want["score"]) < 1e-5
 
 
 def test_v2_token_ids_return_the_model_outputs(server, predictor):
@@ -136,12 +162,21 @@ def test_v2_token_ids_return_the_model_outputs(server, predictor):
     (logits,) = response.json()["outputs"]
     assert logits["name"] == "logits" and logits["shape"] == [len(TEXTS), 2]
     assert np.allclose(np.array(logits["data"]).reshape(len(TEXTS), 2), expected, atol=1e-4)
-    only_ids = {"inputs": [request["inputs"][0]]}  # masks default to ones
-    assert server.client.post("/v2/models/sentiment/infer", json=only_ids).status_code == 200
+    only_ids = {"inputs": [request["inputs"][0]]}  # masks default to ones, type ids to zeros
+    response = server.client.post("/v2/models/sentiment/infer", json=only_ids)
+    assert response.status_code == 200, response.text
+    ids = features["input_ids"]
+    unmasked = predictor.run({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                              "token_type_ids": np.zeros_like(ids)})["logits"]
+    (logits,) = response.json()["outputs"]
+    assert np.allclose(np.reshape(logits["data"], (len(TEXTS), 2)), unmasked, atol=1e-4)
+    # the padding is attended to now (same ONNX session, so any difference is the mask's)
+    assert np.abs(unmasked - expected).max() > 1e-6
 
 
 def test_a_triton_client_works_unchanged(server, predictor):
-    tritonclient = pytest.importorskip("tritonclient.http")
+    import tritonclient.http as tritonclient
+
     client = tritonclient.InferenceServerClient(server.url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("sentiment")
@@ -151,13 +186,16 @@ def test_a_triton_client_works_unchanged(server, predictor):
     result = client.infer("sentiment", [text])  # binary outputs
     expected = predictor.predict(TEXTS[:2])
     assert [b.decode() for b in result.as_numpy("label")] == [p["label"] for p in expected]
-    assert result.as_numpy("logits").shape == (2, 2)
+    assert np.allclose(result.as_numpy("logits"),
+                       in_process_logits(predictor, [{"text": t} for t in TEXTS[:2]]), atol=1e-4)
     ids = predictor.task.encode([{"text": TEXTS[0]}], predictor.tokenizer)["input_ids"]
     tokens = tritonclient.InferInput("input_ids", list(ids.shape), "INT64")
     tokens.set_data_from_numpy(ids, binary_data=False)
     wanted = tritonclient.InferRequestedOutput("logits", binary_data=False)
     result = client.infer("sentiment", [tokens], outputs=[wanted], request_id="9")
-    assert result.get_response()["id"] == "9" and result.as_numpy("logits").shape == (1, 2)
+    assert result.get_response()["id"] == "9"
+    assert np.allclose(result.as_numpy("logits"), in_process_logits(predictor, [{"text": TEXTS[0]}]),
+                       atol=1e-4)
     client.close()
 
 
@@ -224,9 +262,22 @@ def test_every_bad_request_gets_its_status_and_names_the_field(server, path, pay
     assert words in response.json()["error"]
 
 
-def test_long_inputs_are_truncated_by_default(server):
-    response = server.client.post("/v1/models/sentiment/predict", json={"inputs": [LONG]})
-    assert response.status_code == 200
+def test_long_inputs_are_truncated_by_default(server, predictor):
+    """The default answer is the one asked for with truncate=true, and the in-process
+    Predictor's (which cuts to the model's token limit)."""
+    default = server.client.post("/v1/models/sentiment/predict", json={"inputs": [LONG]})
+    explicit = server.client.post("/v1/models/sentiment/predict",
+                                  json={"inputs": [LONG], "parameters": {"truncate": True}})
+    assert default.status_code == explicit.status_code == 200, default.text + explicit.text
+    assert default.json() == explicit.json()
+    (got,), (want,) = default.json()["predictions"], predictor.predict([LONG])
+    assert got["label"] == want["label"] and abs(got["score"] - want["score"]) < 1e-5
+    v2_default = server.client.post("/v2/models/sentiment/infer", json=v2_text(LONG))
+    v2_explicit = server.client.post("/v2/models/sentiment/infer",
+                                     json=v2_text(LONG, parameters={"truncate": True}))
+    assert v2_default.status_code == 200, v2_default.text
+    assert v2_default.json() == v2_explicit.json()
+    assert outputs_by_name(v2_default)["label"]["data"] == [want["label"]]
 
 
 # -- load ----------------------------------------------------------------------------------------
@@ -277,7 +328,7 @@ def test_openapi_document_and_interactive_docs(server):
 
 
 def test_fuzzing_the_openapi_document_finds_no_server_error(server):
-    schemathesis = pytest.importorskip("schemathesis")
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
     from schemathesis.generation import GenerationMode
@@ -335,15 +386,17 @@ def fire_threads(url: str, n: int, payload: dict) -> list[httpx.Response]:
     return results
 
 
-def test_overload_answers_429_without_crashing_and_recovers(slow_server):
+def test_overload_answers_429_without_crashing_and_recovers(slow_server, predictor):
     url = f"{slow_server.url}/v2/models/slow/infer"
     responses = fire_threads(url, 10, v2_text("fine"))
     codes = sorted(r.status_code for r in responses)
     assert set(codes) == {200, 429} and codes.count(200) >= 3, codes
     refused = next(r for r in responses if r.status_code == 429)
     assert int(refused.headers["Retry-After"]) >= 1 and "--max-queue-size" in refused.json()["error"]
-    assert slow_server.client.get("/v2/health/live").status_code == 200
-    assert slow_server.client.post("/v2/models/slow/infer", json=v2_text("again")).status_code == 200
+    assert slow_server.client.get("/v2/health/live").json() == {"live": True}
+    again = slow_server.client.post("/v2/models/slow/infer", json=v2_text("again"))
+    assert again.status_code == 200, again.text
+    assert outputs_by_name(again)["label"]["data"] == [predictor.predict(["again"])[0]["label"]]
 
 
 def test_a_request_past_its_timeout_gets_504(slow_server):
@@ -357,11 +410,8 @@ def test_sigterm_finishes_requests_in_flight_then_exits(slow_server):
     results: list = []
     thread = threading.Thread(target=lambda: results.extend(fire_threads(url, 3, v2_text("x"))))
     thread.start()
-    deadline = time.monotonic() + 20
-    while 'nlpforge_requests_in_flight{model="slow"} 3.0' not in slow_server.client.get(
-            "/metrics").text:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: 'nlpforge_requests_in_flight{model="slow"} 3.0' in
+               slow_server.client.get("/metrics").text, 20, "3 requests in flight (/metrics)")
     slow_server.client.close()
     slow_server.proc.send_signal(signal.SIGTERM)
     thread.join(60)
@@ -391,7 +441,7 @@ def test_serve_errors_are_one_line_and_exit_non_zero(tmp_path, exported):
     assert "Traceback" not in no_int8.stderr
 
 
-def test_bearer_token_guards_everything_but_probes_and_docs(exported):
+def test_bearer_token_guards_everything_but_probes_and_docs(exported, predictor):
     s = Server(f"m={exported}", "--threads", "1", env={"NLPFORGE_SERVE_TOKEN": "s3cret"})
     try:
         c = s.client
@@ -402,7 +452,8 @@ def test_bearer_token_guards_everything_but_probes_and_docs(exported):
         assert c.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
         allowed = c.post("/v1/models/m/predict", json={"inputs": ["a"]},
                          headers={"Authorization": "Bearer s3cret"})
-        assert allowed.status_code == 200
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["predictions"][0]["label"] == predictor.predict(["a"])[0]["label"]
     finally:
         s.client.close()
         s.stop()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
-import time
 
 import httpx
 
+from tests.conftest import wait_until
 from tests.test_torch_free import run_python
 
 NO_PICKLE = '''
@@ -22,7 +22,7 @@ NO_PICKLE = '''
 
 def test_the_server_runs_with_torch_unimportable_and_without_pickle(exported):
     result = run_python(textwrap.dedent(NO_PICKLE) + textwrap.dedent(f'''
-        import json, sys
+        import json, sys, time
         import nlpforge.serving, nlpforge.cli.serve
         from nlpforge.cli.main import cli
         try:
@@ -33,8 +33,10 @@ def test_the_server_runs_with_torch_unimportable_and_without_pickle(exported):
         from nlpforge.serving import ServedModel, create_app
         app = create_app([ServedModel.load("m", {str(exported)!r})])
         with TestClient(app) as client:
+            deadline = time.monotonic() + 60
             while client.get("/v2/health/ready").status_code != 200:
-                pass
+                assert time.monotonic() < deadline, "not ready within 60 s"
+                time.sleep(0.02)
             body = {{"inputs": [{{"name": "text", "shape": [1], "datatype": "BYTES",
                                   "data": ["a fine film"]}}]}}
             response = client.post("/v2/models/m/infer", json=body)
@@ -47,10 +49,11 @@ def test_the_server_runs_with_torch_unimportable_and_without_pickle(exported):
 
 
 class EchoGenerator:
-    """Stands in for a generation model: streams the prompt back word by word."""
+    """Stands in for a generation model (the ``TextGenerator`` protocol): streams the prompt
+    back word by word."""
 
-    def __init__(self, predictor):
-        self.predictor = predictor
+    def check_parameters(self, parameters):
+        pass
 
     def generate_stream(self, text_input, parameters):
         for word in text_input.split()[: parameters.get("max_tokens", 100)]:
@@ -61,20 +64,25 @@ def test_generation_routes_stream_server_sent_events(exported):
     import uvicorn
 
     from nlpforge.runtime.predictor import Predictor
-    from nlpforge.serving import ServedModel, create_app
+    from nlpforge.serving import create_app
+    from nlpforge.serving.predicting import PredictorModel
 
-    predictor = Predictor.load(str(exported), threads=1)
-    app = create_app([ServedModel("echo", predictor, EchoGenerator(predictor))])
+    model = PredictorModel("echo", Predictor.load(str(exported), threads=1))
+    model.generator = EchoGenerator()
+    app = create_app([model])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        while not server.started:
-            time.sleep(0.02)
+        def started() -> bool:
+            assert thread.is_alive(), "uvicorn stopped before it started"
+            return server.started
+
+        wait_until(started, 60, "uvicorn to start")
         port = server.servers[0].sockets[0].getsockname()[1]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            while client.get("/v2/health/ready").status_code != 200:
-                time.sleep(0.02)
+            wait_until(lambda: client.get("/v2/health/ready").status_code == 200, 60,
+                       "the app to be ready (/v2/health/ready)")
             body = {"text_input": "one two three four", "parameters": {"max_tokens": 3}}
             whole = client.post("/v2/models/echo/generate", json=body).json()
             assert whole == {"model_name": "echo", "model_version": "1",

@@ -13,7 +13,7 @@ from nlpforge.errors import UsageError
 from nlpforge.serving.batcher import DynamicBatcher, Job
 from nlpforge.serving.errors import BadRequest, Overloaded, RequestTimeout
 from nlpforge.serving.metrics import Metrics
-from nlpforge.serving.models import parse_model_arg
+from nlpforge.serving.served import parse_model_arg
 from nlpforge.serving.protocol import OutputTensor, encode_infer_response, parse_infer_request
 
 
@@ -185,10 +185,11 @@ def test_batcher_answers_a_request_that_timed_out_while_its_batch_ran():
 
 
 def test_direct_routes_call_the_handler_and_leave_the_rest_to_the_app():
+    from fastapi import APIRouter
     from starlette.responses import JSONResponse, PlainTextResponse
 
-    from nlpforge.serving.direct import DirectRoutes
-    from nlpforge.serving.v2 import INFER_PATH
+    from nlpforge.serving.direct_routes import DirectRoutes, direct_routes
+    from nlpforge.serving.routing import add_model_route
 
     async def handler(request, name, version=None):
         if name == "broken":
@@ -202,7 +203,12 @@ def test_direct_routes_call_the_handler_and_leave_the_rest_to_the_app():
     async def fallback(scope, receive, send):
         await PlainTextResponse(f"app {scope['method']} {scope['path']}")(scope, receive, send)
 
-    app = DirectRoutes(fallback, [(INFER_PATH, handler)], on_error)
+    router = APIRouter()
+    add_model_route(router, "/infer", "POST", handler, "model_infer", direct=True)
+    add_model_route(router, "/ready", "GET", handler, "model_ready")
+    assert [r.path for r in direct_routes(router.routes)] == [
+        "/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer"]
+    app = DirectRoutes(fallback, direct_routes(router.routes), on_error)
 
     def call(method, path, body=b"{}"):
         sent = []

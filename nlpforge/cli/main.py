@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from typing import Any
 
 import click
 
-from nlpforge import __version__
+from nlpforge.version import __version__
 from nlpforge.errors import NlpforgeError
+from nlpforge.lazy import import_object
 
 #: Built-in commands: name → "module:function", imported on first use.
 COMMANDS = {
@@ -47,8 +47,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in COMMANDS:
-            module, attr = COMMANDS[name].split(":")
-            return getattr(importlib.import_module(module), attr)
+            return import_object(COMMANDS[name])
         self._add_plugin_commands()
         return self.commands.get(name)
 

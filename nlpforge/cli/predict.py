@@ -27,19 +27,12 @@ def open_model(path: str, device: str, threads: int | None, batch_size: int,
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be at least 1, got {threads}")
     manifest = read_manifest(path)
-    if manifest["kind"] == "export" and _generates(manifest, path, for_metrics):
-        from nlpforge.runtime.generation.generator import Generator
-
-        generator = Generator.load(path, device=device, threads=threads, batch_size=batch_size,
-                                   variant=variant)
-        return generator.task, lambda rows: generator.predict(rows, checked=True)
     if manifest["kind"] == "export":
-        from nlpforge.runtime.predictor import Predictor
-
-        predictor = Predictor.load(path, device=device, threads=threads, batch_size=batch_size,
-                                   variant=variant)
+        runtime = _runtime(manifest, path, for_metrics)
+        model = runtime.load(path, device=device, threads=threads, batch_size=batch_size,
+                             variant=variant)
         # Both commands check their rows themselves (evaluate's as labelled rows).
-        return predictor.task, lambda rows: predictor.predict(rows, checked=True)
+        return model.task, lambda rows: model.predict(rows, checked=True)
     if variant is not None:
         raise UsageError(f"--variant {variant}: {path} is a run dir (PyTorch); variants belong "
                          f"to export dirs")
@@ -57,16 +50,17 @@ def open_model(path: str, device: str, threads: int | None, batch_size: int,
     return task, lambda rows: predict_rows(task, tokenizer, run, rows, batch_size)
 
 
-def _generates(manifest: dict, path: str, for_metrics: bool) -> bool:
+def _runtime(manifest: dict, path: str, for_metrics: bool) -> Any:
+    """The runtime class of an export: its family's, or for metrics of a task that evaluates
+    teacher-forced (``evaluate_by = "forward"``) its family's scorer."""
+    from nlpforge.families import family
     from nlpforge.manifest import task_from_manifest
-    from nlpforge.runtime.generation.generator import is_generative
 
-    if not is_generative(manifest):
-        return False
-    if not for_metrics:
-        return True
-    task = task_from_manifest(manifest, path)
-    return getattr(task, "evaluate_by", "forward") == "generate"
+    spec = family(manifest["family"])
+    if for_metrics and spec.generates and \
+            task_from_manifest(manifest, path).evaluate_by == "forward":
+        return spec.load("scorer")
+    return spec.load("runtime")
 
 
 model_options = [

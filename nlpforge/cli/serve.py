@@ -59,7 +59,7 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
     if missing:
         raise UsageError(f"nlpforge serve needs the serve extra ({', '.join(missing)} missing): "
                          f"pip install 'nlpforge[serve]'")
-    from nlpforge.serving.models import ServedModel, parse_model_arg
+    from nlpforge.serving.served import ServedModel, parse_model_arg
     from nlpforge.serving.shutdown import bind, run
     from nlpforge.serving.state import ServeSettings
 

@@ -10,7 +10,6 @@ is built in a temp dir that is renamed into place only when all of it passed.
 from __future__ import annotations
 
 import errno
-import importlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from nlpforge.export.run_checks import check_run
 from nlpforge.export.triton import VERSION, TritonOptions, write_config
 from nlpforge.export.validate import (Features, Runner, compare, differences, encoder_cases,
                                       encoder_features, memoized, onnx_runner)
+from nlpforge.families import family
 from nlpforge.manifest import write_manifest
 from nlpforge.tasks import Signature
 from nlpforge.training.models import load_run
@@ -119,27 +119,23 @@ class Validator:
                    for _, f in self.cases for v in self.reference(f).values())
 
 
-#: family → "module:function" exporting it with a KV cache, called as
-#: ``function(run_dir, output, opts, manifest, task, model, tokenizer)`` → the export manifest.
-GENERATIVE = {
-    "decoder": "nlpforge.export.decoder:export_decoder",
-    "encoder-decoder": "nlpforge.export.seq2seq:export_encoder_decoder",
-}
-
-
 def export_run(run_dir: str, output: str, **options: Any) -> dict[str, Any]:
     """Export ``run_dir`` to ``output`` (keywords: ExportOptions' fields); nothing is written
     unless every model file passes its validation. Returns the export manifest."""
     opts = ExportOptions(**options)
     opts.check()
-    triton = opts.format == "triton"
-    check_output(output, opts.overwrite, "Triton model dir" if triton else "export dir")
+    kind = "Triton model dir" if opts.format == "triton" else "export dir"
+    check_output(output, opts.overwrite, kind)
     manifest, task, model, tokenizer = load_run(run_dir)
     check_run(Path(run_dir), manifest, model)
-    if manifest["family"] in GENERATIVE:  # KV-cache graphs: their own exporter per family
-        module, name = GENERATIVE[manifest["family"]].split(":")
-        export = getattr(importlib.import_module(module), name)
-        return export(run_dir, output, opts, manifest, task, model, tokenizer)
+    export = family(manifest["family"]).load("exporter")
+    return export(run_dir, output, opts, manifest, task, model, tokenizer)
+
+
+def export_encoder(run_dir: str, output: str, opts: ExportOptions, manifest: dict[str, Any],
+                   task: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """The encoder family's exporter: one ``model.onnx`` and its variants."""
+    triton = opts.format == "triton"
     data = None
     if opts.quantize == "int8" and not (opts.force and opts.calibration_data is None
                                         and not run_validation_file(manifest)):

@@ -13,31 +13,10 @@ from nlpforge.manifest import read_manifest, task_from_manifest
 from nlpforge.runtime.batching import predict_rows, row_size
 from nlpforge.runtime.providers import load_session
 from nlpforge.runtime.tokenizer import Tokenizer
+from nlpforge.runtime.variants import model_file_of
 
 #: Rows sorted by token count together (and their encodings kept meanwhile) in one block.
 SORT_BLOCK = 8192
-
-
-def variant_entry(manifest: dict[str, Any], variant: str | None,
-                  directory: Path) -> dict[str, Any]:
-    """The manifest's record of ``variant`` (None: the export's default variant);
-    ModelDirError naming the variants the export has when it lacks this one."""
-    fp32 = manifest["io"].get("model", "model.onnx")
-    variants = manifest.get("variants") or {"fp32": {"file": fp32}}
-    name = variant or manifest.get("default_variant", "fp32")
-    if name not in variants:
-        raise ModelDirError(f"{directory}: has no {name} variant (it has "
-                            f"{', '.join(variants)}); make it with nlpforge export "
-                            f"{_EXPORT_FLAGS.get(name, '')}".rstrip())
-    return variants[name]
-
-
-def model_file_of(manifest: dict[str, Any], variant: str | None, directory: Path) -> str:
-    """The ONNX file of ``variant`` (None: the export's default variant)."""
-    return variant_entry(manifest, variant, directory)["file"]
-
-
-_EXPORT_FLAGS = {"optimized": "--optimize extended", "int8": "--quantize int8", "fp16": "--fp16"}
 
 
 class Predictor:
@@ -53,10 +32,6 @@ class Predictor:
         self.session = session
         self.batch_size = batch_size
         self.input_names = [i.name for i in session.get_inputs()]
-        # A decoder export scored teacher-forced (perplexity): the whole text is the prompt and
-        # the cache inputs get empty arrays ([batch, kv heads, 0, head dim]).
-        self.empty_caches = {i.name: (i.shape[1], i.shape[3]) for i in session.get_inputs()
-                             if i.name.startswith("past_key_values.")}
         self.output_names = [o.name for o in session.get_outputs()]
         self.variant = variant
 
@@ -90,10 +65,6 @@ class Predictor:
     def run(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the ONNX model on numpy features; returns its outputs by name."""
         feeds = {name: features[name] for name in self.input_names if name in features}
-        for name, (heads, dim) in self.empty_caches.items():
-            if name not in feeds:
-                feeds[name] = np.zeros((len(features["input_ids"]), heads, 0, dim),
-                                       dtype=np.float32)
         values = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, values))
 
@@ -142,11 +113,13 @@ class Predictor:
     def _token_counts(self, rows: list[dict], chunk: int = 1024) -> list[int]:
         """Tokens per row (the task's attention mask), or a character count where the task
         has no mask or splits rows into windows."""
+        if self.task.splits_rows:
+            return [row_size(row) for row in rows]
         counts: list[int] = []
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             mask = self.task.encode(part, self.tokenizer).get("attention_mask")
-            if mask is None or len(mask) != len(part):
+            if mask is None:
                 return [row_size(row) for row in rows]
             counts.extend(mask.sum(axis=1).tolist())
         return counts

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from string import Template
 
-from nlpforge import __version__
+from nlpforge.version import __version__
 from nlpforge.atomic import atomic_dir
 from nlpforge.errors import UsageError
 
@@ -48,7 +48,7 @@ def create_plugin(name: str, output: str | os.PathLike = ".", description: str |
         raise UsageError("--description: one line of at most 200 characters, without "
                          "quotes, backslashes or '$'")
     if check_installed:
-        _refuse_taken_id(values["task_id"])
+        _refuse_taken_names(values)
     values.update(description=description, api_version=str(PLUGIN_API_VERSION),
                   nlpforge_range=compatible_range(__version__))
     target = Path(output) / values["dist"]
@@ -68,11 +68,23 @@ def create_plugin(name: str, output: str | os.PathLike = ".", description: str |
     return target
 
 
-def _refuse_taken_id(task_id: str) -> None:
-    """A plugin whose task id is already installed would conflict with it at load time."""
+def _refuse_taken_names(values: dict[str, str]) -> None:
+    """Refuse a plugin whose task id, entry-point name, module or distribution is taken by an
+    installed one (or its module by anything importable): the two could not both load."""
+    import importlib.util
+
     from nlpforge.plugins import get_plugin_manager
 
-    entry = get_plugin_manager().tasks.get(task_id)
+    manager = get_plugin_manager()
+    entry = manager.tasks.get(values["task_id"])
     if entry is not None:
-        raise UsageError(f"task id '{task_id}' is already provided by {entry.plugin.describe()}; "
+        raise UsageError(f"task id '{values['task_id']}' is already provided by "
+                         f"{entry.plugin.describe()}; choose another name")
+    for plugin in manager.plugins:
+        if values["task_id"] == plugin.name or values["dist"] == plugin.distribution \
+                or values["module"] == plugin.module.split(":")[0].split(".")[0]:
+            raise UsageError(f"the name '{values['task_id']}' is taken by the installed plugin "
+                             f"{plugin.describe()} (module {plugin.module}); choose another name")
+    if importlib.util.find_spec(values["module"]) is not None:
+        raise UsageError(f"a module named {values['module']} is importable here already; "
                          f"choose another name")

@@ -5,7 +5,7 @@ Open Inference Protocol (KServe v2) and a plain JSON route, with a dynamic batch
 """
 
 from nlpforge.serving.app import create_app
-from nlpforge.serving.models import ServedModel
+from nlpforge.serving.served import ServedModel
 from nlpforge.serving.state import ServeSettings
 
 __all__ = ["create_app", "ServedModel", "ServeSettings"]

@@ -14,23 +14,23 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from nlpforge import __version__
+from nlpforge.version import __version__
 from nlpforge.errors import NlpforgeError
-from nlpforge.serving import generation, protocol, v1, v2
+from nlpforge.serving import protocol, v1, v2, v2_generate
 from nlpforge.serving.auth import BearerAuth
 from nlpforge.serving.batcher import DynamicBatcher
-from nlpforge.serving.direct import DirectRoutes
+from nlpforge.serving.direct_routes import DirectRoutes, direct_routes
 from nlpforge.serving.metrics import CONTENT_TYPE
 from nlpforge.serving.middleware import LimitBody, ObserveRequests
-from nlpforge.serving.models import ServedModel
+from nlpforge.serving.served import ServedModel
 from nlpforge.serving.state import ServerState, ServeSettings
 
 log = logging.getLogger("nlpforge.serving")
 
 #: Request bodies read by hand (for Triton's binary extension and field-naming errors),
 #: documented in the OpenAPI components.
-BODY_MODELS = (protocol.InferenceRequest, v1.PredictRequest, generation.GenerateRequest,
-               generation.GenerateStreamEvent)
+BODY_MODELS = (protocol.InferenceRequest, v1.PredictRequest, v2_generate.GenerateRequest,
+               v2_generate.GenerateStreamEvent)
 
 DESCRIPTION = """Serves nlpforge export dirs. Clients of the Open Inference Protocol (KServe v2,
 Triton) work unchanged under `/v2`; `/v1/models/{name}/predict` takes plain JSON."""
@@ -57,7 +57,7 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
                   lifespan=_lifespan, redoc_url=None)
     app.state.server = state
     app.include_router(v2.v2_routes(state))
-    app.include_router(generation.generation_routes(state))
+    app.include_router(v2_generate.generation_routes(state))
     app.include_router(v1.v1_routes(state))
 
     @app.get("/metrics", tags=["Operations"], operation_id="metrics",
@@ -69,9 +69,7 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
 
     _add_error_handlers(app)
     outer: list[tuple[type, dict[str, Any]]] = [
-        (DirectRoutes, {"routes": [(v2.INFER_PATH, v2.infer_handler(state)),
-                                   (v1.PREDICT_PATH, v1.predict_handler(state))],
-                        "on_error": error_response}),
+        (DirectRoutes, {"routes": direct_routes(app.routes), "on_error": error_response}),
         (LimitBody, {"limit": state.settings.max_request_bytes}),
     ]
     if state.settings.token:

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 from nlpforge.serving.errors import BadRequest, NotFound, NotReady
 from nlpforge.serving.metrics import Metrics
-from nlpforge.serving.models import ServedModel
+from nlpforge.serving.served import ServedModel
 
 
 @dataclass

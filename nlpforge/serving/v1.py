@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nlpforge.serving.protocol import check_parameters, validate_json
+from nlpforge.serving.routing import DIRECT, ERRORS, json_body
 from nlpforge.serving.state import ServerState
-from nlpforge.serving.v2 import ERRORS, json_body
 
 TAG = "Plain JSON (v1)"
 
@@ -48,6 +48,7 @@ def v1_routes(state: ServerState) -> APIRouter:
                                         for m in state.models.values()]})
 
     @router.post("/v1/models/{model_name}/predict", operation_id="predict",
+                 name=f"{DIRECT}:predict",
                  openapi_extra=json_body(PredictRequest),
                  responses={200: {"model": PredictResponse}, **ERRORS})
     async def predict(request: Request, model_name: str) -> Response:
@@ -55,10 +56,6 @@ def v1_routes(state: ServerState) -> APIRouter:
         return await handler(request, model_name)
 
     return router
-
-
-#: The predict route's path, as ``DirectRoutes`` matches it (see ``predict_handler``).
-PREDICT_PATH = r"/v1/models/(?P<name>[^/]+)/predict"
 
 
 def predict_handler(state: ServerState) -> Callable[..., Awaitable[Response]]:

@@ -2,58 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from nlpforge import __version__
 from nlpforge.serving.protocol import (
-    HEADER_LENGTH, ErrorResponse, InferenceRequest, InferenceResponse, ModelMetadata,
-    ServerMetadata, encode_infer_response, parse_infer_request,
+    HEADER_LENGTH, InferenceRequest, InferenceResponse, ModelMetadata, ServerMetadata,
+    encode_infer_response, parse_infer_request,
 )
+from nlpforge.serving.routing import ERRORS, TAG, ModelHandler, add_model_route, json_body
 from nlpforge.serving.state import ServerState
+from nlpforge.version import __version__
 
-TAG = "Open Inference Protocol (v2)"
 EXTENSIONS = ["binary_tensor_data", "generate"]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text} for code, text in (
-        (400, "malformed request; the message names the field"), (404, "unknown model"),
-        (413, "request body over --max-request-bytes"), (422, "input over the token limit"),
-        (429, "queue full; retry after Retry-After seconds"), (503, "warming up"),
-        (504, "not answered within the request timeout"))
-}
-
-ModelHandler = Callable[[Request, str, "str | None"], Awaitable[Response]]
-
-
-def json_body(model: type) -> dict[str, Any]:
-    """``openapi_extra`` documenting a JSON request body read by hand (see ``app.openapi``)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
-
-
-def add_model_route(router: APIRouter, suffix: str, method: str, handler: ModelHandler,
-                    name: str, **kwargs: Any) -> None:
-    """Register ``handler`` at /v2/models/{model_name}[/versions/{model_version}]{suffix}."""
-
-    async def unversioned(request: Request, model_name: str) -> Response:
-        return await handler(request, model_name, None)
-
-    async def versioned(request: Request, model_name: str, model_version: str) -> Response:
-        return await handler(request, model_name, model_version)
-
-    for path, endpoint, operation in (
-        (f"/v2/models/{{model_name}}{suffix}", unversioned, name),
-        (f"/v2/models/{{model_name}}/versions/{{model_version}}{suffix}", versioned,
-         f"{name}_version"),
-    ):
-        router.add_api_route(path, endpoint, methods=[method], operation_id=operation,
-                             tags=[TAG], **kwargs)
-
-
-#: The infer routes' paths, as ``DirectRoutes`` matches them (see ``infer_handler``).
-INFER_PATH = r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer"
 
 
 def infer_handler(state: ServerState) -> ModelHandler:
@@ -106,7 +66,7 @@ def v2_routes(state: ServerState) -> APIRouter:
                     summary="Model metadata: inputs (text or token ids) and outputs")
     add_model_route(router, "/ready", "GET", model_ready, "model_ready",
                     responses={404: ERRORS[404]}, summary="200 when the model is ready")
-    add_model_route(router, "/infer", "POST", infer, "model_infer",
+    add_model_route(router, "/infer", "POST", infer, "model_infer", direct=True,
                     responses={200: {"model": InferenceResponse}, **ERRORS},
                     openapi_extra=json_body(InferenceRequest),
                     summary="Inference: BYTES text in → predictions, or INT64 token ids in → "

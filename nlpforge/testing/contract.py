@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from nlpforge.errors import NlpforgeError
-from nlpforge.tasks import ModelFamily, Task
+from nlpforge.families import family as family_spec
+from nlpforge.tasks import Task
 
 
 class ContractError(AssertionError):
@@ -261,12 +262,10 @@ def check_task(task: type[Task] | str, rows: Sequence[dict],
                 raise AssertionError(f"{len(requests)} requests gave {len(predictions)} "
                                      f"predictions")
             json.dumps(predictions)  # JSON-ready, as the CLI and the server need
-        torch_predictions = None
-        diffs: dict[str, float] = {}
-        if cls.family is ModelFamily.ENCODER:
-            with _stage(cls.id, "PyTorch vs ONNX", seconds):
-                torch_predictions, diffs = _compare_with_torch(
-                    run_dir, export_dir, requests, predictions, atol, prediction_atol)
+        with _stage(cls.id, "PyTorch vs ONNX", seconds):
+            compare_with_torch = family_spec(cls.family).load("contract_check")
+            torch_predictions, diffs = compare_with_torch(
+                run_dir, export_dir, requests, predictions, atol, prediction_atol)
         return ContractReport(cls.id, family, run_dir, export_dir, summary, validation,
                               predictions, torch_predictions, diffs, checked_torch_free, seconds)
 
@@ -297,10 +296,12 @@ def _train(task_id: str, base: Any, rows: Sequence[dict], root: Path, run_dir: P
     return summary
 
 
-def _compare_with_torch(run_dir: Path, export_dir: Path, requests: list[dict],
-                        predictions: list[dict], atol: float,
-                        prediction_atol: float) -> tuple[list[dict], dict[str, float]]:
-    """PyTorch predictions of the run dir and the max abs difference of every raw output."""
+def compare_outputs(run_dir: Path, export_dir: Path, requests: list[dict],
+                    predictions: list[dict], atol: float,
+                    prediction_atol: float) -> tuple[list[dict], dict[str, float]]:
+    """The encoder family's check: the ONNX predictions equal PyTorch's on the run dir
+    (numbers within ``prediction_atol``), and every raw output is within ``atol``. Returns
+    PyTorch's predictions and the max abs difference of every raw output."""
     import numpy as np
 
     import nlpforge
@@ -332,3 +333,56 @@ def _compare_with_torch(run_dir: Path, export_dir: Path, requests: list[dict],
             raise AssertionError(f"output '{name}' differs from PyTorch by {diff:.3g} "
                                  f"(> {atol:g}) on the requests")
     return expected, diffs
+
+
+#: New tokens each request generates in the generative families' check.
+CHECK_NEW_TOKENS = 8
+
+
+def compare_generation(run_dir: Path, export_dir: Path, requests: list[dict],
+                       predictions: list[dict], atol: float,
+                       prediction_atol: float) -> tuple[list[dict], dict[str, float]]:
+    """The generative families' check: greedy search over the export (the prompts as the
+    task builds them) gives the same new tokens as ``transformers``' ``generate()`` on the
+    run dir's PyTorch model. Returns the PyTorch texts (as predictions) and, per request,
+    nothing to measure: tokens are equal or the check fails."""
+    import torch
+
+    import nlpforge
+    from nlpforge.training.models import load_run
+
+    _, _, model, _ = load_run(run_dir)
+    model.eval()
+    generator = nlpforge.load(str(export_dir), device="cpu")
+    settings = {"max_new_tokens": CHECK_NEW_TOKENS, "min_new_tokens": 0, "do_sample": False,
+                "num_beams": 1, "num_return_sequences": 1}
+    config = generator.config_for(settings)
+    rows = generator.as_rows(requests)
+    ours = generator.search(rows, config)
+    ids, mask = generator.encode(rows, config)
+    with torch.inference_mode():
+        expected = model.generate(input_ids=torch.from_numpy(ids),
+                                  attention_mask=torch.from_numpy(mask), **settings).numpy()
+    eos = set(generator.stepper.eos_token_ids)
+    pad = generator.tokenizer.pad_id
+    texts = []
+    for row in range(len(rows)):
+        want = _until_eos(expected[row, ours.prompt_length:].tolist(), eos, pad)
+        got = _until_eos(ours.new_tokens(row).tolist(), eos, pad)
+        if got != want:
+            raise AssertionError(f"request {row + 1}: the export generated tokens {got}, "
+                                 f"transformers' generate() on the run dir {want}")
+        texts.append({"generated_text": generator.tokenizer.decode(want)})
+    return texts, {}
+
+
+def _until_eos(tokens: list[int], eos: set[int], pad: int) -> list[int]:
+    """Tokens up to and including the first end-of-sequence token, without trailing pads."""
+    out: list[int] = []
+    for token in tokens:
+        out.append(token)
+        if token in eos:
+            return out
+    while out and out[-1] == pad:
+        out.pop()
+    return out

@@ -1,9 +1,9 @@
 """Temporary plugin registration for tests: a task class or plugin module is known to nlpforge
 for one test, and the previous plugin manager comes back afterwards, even when the test fails.
 
-The plugin is registered the way an installed one is (through the plugin manager's entry-point
-loading, with API-version check and conflict detection), so what a test sees is what a user
-with the distribution installed sees. No torch here.
+The plugin goes through ``PluginManager.register`` — the checks an installed plugin meets at
+load time (API version, hook names, task ids and conflicts) — so what a test sees is what a
+user with the distribution installed sees. No torch here.
 """
 
 from __future__ import annotations
@@ -12,33 +12,12 @@ import contextlib
 import importlib.metadata as metadata
 import sys
 import types
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import nlpforge
 from nlpforge import plugins as _plugins
-from nlpforge.plugins import ENTRY_POINT_GROUP, PluginManager
+from nlpforge.plugins import PluginManager
 from nlpforge.tasks import Task
-
-
-@dataclass(frozen=True)
-class _Distribution:
-    name: str
-    version: str
-
-
-@dataclass(frozen=True)
-class LocalEntryPoint:
-    """An entry point whose object is already in memory (what ``metadata.EntryPoint`` looks
-    like to the plugin manager: ``name``, ``value``, ``dist``, ``load()``)."""
-
-    name: str
-    value: str
-    dist: _Distribution
-    plugin: Any
-
-    def load(self) -> Any:
-        return self.plugin
 
 
 def task_plugin(*tasks: type[Task]) -> types.SimpleNamespace:
@@ -64,40 +43,32 @@ def _plugin_api(tasks: tuple[type[Task], ...]) -> int:
     return PLUGIN_API_VERSION
 
 
-def _distribution_of(module_name: str) -> _Distribution:
-    """The installed distribution that ships ``module_name``'s top-level package, if any."""
+def _distribution_of(module_name: str) -> tuple[str, str]:
+    """The installed distribution (name, version) that ships ``module_name``'s top-level
+    package, or a local stand-in."""
     top = module_name.split(".")[0]
     for name in metadata.packages_distributions().get(top, []):
         try:
-            return _Distribution(name, metadata.version(name))
+            return name, metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return _Distribution(f"local:{top}", "0.0.0")
+    return f"local:{top}", "0.0.0"
 
 
-def entry_point_for(plugin: Any, name: str | None = None,
-                    distribution: str | None = None, version: str | None = None) -> LocalEntryPoint:
-    """An in-memory entry point for a Task subclass, a module or any object with hooks."""
+def plugin_registration(plugin: Any) -> tuple[Any, str, str, str]:
+    """(plugin object, name, distribution, version) for a Task subclass, a module or any
+    object with hooks: the name an installed one would have."""
     if isinstance(plugin, type) and issubclass(plugin, Task):
-        module_name = plugin.__module__
-        value = f"{module_name}:{plugin.__qualname__}"
-        default_name = getattr(plugin, "id", plugin.__name__)
+        module_name, name = plugin.__module__, getattr(plugin, "id", plugin.__name__)
         plugin = task_plugin(plugin)
     elif isinstance(plugin, types.ModuleType):
-        module_name = value = plugin.__name__
-        default_name = module_name.rsplit(".", 1)[-1].replace("_", "-")
+        module_name = plugin.__name__
+        name = module_name.rsplit(".", 1)[-1].replace("_", "-")
     else:
         module_name = getattr(plugin, "__module__", None) or "local"
-        value = f"{module_name}:{type(plugin).__qualname__}"
-        default_name = type(plugin).__name__.lower()
-    dist = _distribution_of(module_name)
-    if distribution is not None:
-        dist = _Distribution(distribution, version or dist.version)
-    return LocalEntryPoint(name or default_name, value, dist, plugin)
-
-
-def installed_entry_points() -> list[metadata.EntryPoint]:
-    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        name = type(plugin).__name__.lower()
+    distribution, version = _distribution_of(module_name)
+    return plugin, name, distribution, version
 
 
 @contextlib.contextmanager
@@ -110,13 +81,15 @@ def temporary_plugins(*plugins: Any, installed: bool = True,
     only its own. ``env`` replaces the environment the manager reads (``NLPFORGE_*_PLUGINS``).
     Yields the loaded manager; its load errors are reported as for installed plugins.
     """
-    eps: list[Any] = installed_entry_points() if installed else []
-    eps += [p if isinstance(p, LocalEntryPoint) else entry_point_for(p) for p in plugins]
+    entry_points = None if installed else []
+    manager = PluginManager(entry_points=entry_points, env=env).load()
+    for plugin in plugins:
+        obj, name, distribution, version = plugin_registration(plugin)
+        manager.register(obj, name, distribution, version)
     previous = _plugins._manager
-    manager = PluginManager(entry_points=eps, env=env)
     _plugins.reset_plugin_manager(manager)
     try:
-        yield manager.load()
+        yield manager
     finally:
         _plugins.reset_plugin_manager(previous)
 

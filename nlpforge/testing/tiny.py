@@ -8,10 +8,11 @@ the generative families live in their own modules; a missing one is reported as
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
+
+from nlpforge.lazy import Unavailable, import_object
 
 #: Tiny model name → "module:function(directory) -> Path".
 BUILDERS = {
@@ -21,8 +22,6 @@ BUILDERS = {
     "t5": "nlpforge.testing.seq2seq_models:make_tiny_t5",
     "bart": "nlpforge.testing.seq2seq_models:make_tiny_bart",
 }
-#: The tiny model a task of each family trains on unless told otherwise.
-FAMILY_DEFAULTS = {"encoder": "bert", "decoder": "gpt2", "encoder-decoder": "t5"}
 
 
 def wordpiece_tokenizer(max_length: int = 64, vocab_size: int = 400,
@@ -55,29 +54,24 @@ class TinyModelUnavailable(LookupError):
 
 
 def family_default(family: str) -> str:
-    """The tiny model name for a ``ModelFamily`` (or its value)."""
-    value = getattr(family, "value", family)
-    if value not in FAMILY_DEFAULTS:
-        raise TinyModelUnavailable(f"no tiny model for the model family {value!r} "
-                                   f"(families: {', '.join(FAMILY_DEFAULTS)})")
-    return FAMILY_DEFAULTS[value]
+    """The tiny model a task of this ``ModelFamily`` (or its value) trains on in tests."""
+    from nlpforge.errors import ManifestError
+    from nlpforge.families import family as family_spec
+
+    try:
+        return family_spec(family).tiny_model
+    except ManifestError as exc:
+        raise TinyModelUnavailable(f"no tiny model: {exc}") from None
 
 
 def make_tiny_model(name: str, directory: str | os.PathLike) -> Path:
     """Build the tiny model ``name`` (bert, gpt2, llama, t5, bart) into ``directory``."""
     if name not in BUILDERS:
         raise TinyModelUnavailable(f"unknown tiny model {name!r} (known: {', '.join(BUILDERS)})")
-    module_name, function = BUILDERS[name].split(":")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise TinyModelUnavailable(f"tiny {name} needs {module_name}, which this nlpforge "
-                                   f"does not have") from exc
-    builder = getattr(module, function, None)
-    if builder is None:
-        raise TinyModelUnavailable(f"tiny {name}: {module_name} has no {function}()")
+        builder = import_object(BUILDERS[name])
+    except Unavailable as exc:
+        raise TinyModelUnavailable(f"tiny {name}: {exc}") from exc
     return Path(builder(directory))
 
 

@@ -22,11 +22,12 @@ import torch
 from nlpforge.atomic import check_output
 from nlpforge.data import read_dataset
 from nlpforge.errors import NlpforgeError, UsageError
+from nlpforge.families import family
 from nlpforge.manifest import MANIFEST_NAME, new_manifest, write_manifest
+from nlpforge.metrics import IGNORE_INDEX
 from nlpforge.plugins import get_plugin_manager
 from nlpforge.runtime.batching import predict_rows, row_size
 from nlpforge.runtime.tokenizer import FEATURES, Tokenizer
-from nlpforge.tasks import ModelFamily
 from nlpforge.training import checkpoint as ckpt
 from nlpforge.training import distributed as dist
 from nlpforge.training.adapters import adapt_model, merged
@@ -284,12 +285,13 @@ class Trainer:
         examples of a row (question-answering windows) are not split."""
         features = self.task.training_batch(rows, self.tokenizer)
         mask = features.get("attention_mask")
-        if not self.config.split_by_length or mask is None or len(mask) != len(rows):
+        if not self.config.split_by_length or mask is None or self.task.splits_rows:
             return [(rows, features)]
         lengths = mask.sum(axis=1)
         labels = features.get("labels")
-        if self.task.family is ModelFamily.ENCODER_DECODER and getattr(labels, "ndim", 0) == 2:
-            lengths = lengths + (labels != -100).sum(axis=1)  # decoder tokens cost as much
+        decoder_labels = family(self.task.family).labels_are_decoder_tokens
+        if decoder_labels and getattr(labels, "ndim", 0) == 2:
+            lengths = lengths + (labels != IGNORE_INDEX).sum(axis=1)  # decoder tokens cost too
         parts = split_by_length(lengths.tolist())
         if len(parts) == 1:
             return [(rows, features)]
@@ -473,7 +475,7 @@ def _provenance(config: TrainConfig, world: int) -> dict[str, Any]:
 
     import transformers
 
-    from nlpforge import __version__
+    from nlpforge.version import __version__
 
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

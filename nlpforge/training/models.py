@@ -98,7 +98,7 @@ def torch_runner(task: Any, model: Any, inputs: list[str]):
             # A feature the task does not make is not passed (GPT-2 takes token_type_ids,
             # which a text-generation task leaves out)
             out = task.forward(model, {k: torch.from_numpy(features[k]).to(device)
-                                       for k in (*inputs, *getattr(task, "forward_extras", ()))
+                                       for k in (*inputs, *task.forward_extras)
                                        if k in features})  # extras: seq2seq teacher forcing
         return {k: v.float().cpu().numpy() for k, v in out.items()}
 

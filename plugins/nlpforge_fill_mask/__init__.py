@@ -37,6 +37,7 @@ class FillMask(Task):
     version = 1
     description = "Masked-LM: adapt an encoder to raw text; top-k fillers for mask tokens"
     family = ModelFamily.ENCODER
+    splits_rows = True  # long texts become several windows
     train_fields = (Field("text", str, description="raw text (a paragraph, a document…)"),)
     request_fields = (
         Field("text", str, description="text with one or more of the tokenizer's mask tokens"),

@@ -38,6 +38,7 @@ class QuestionAnswering(Task):
     version = 1
     description = "Extractive QA: the span of a context that answers a question (SQuAD format)"
     family = ModelFamily.ENCODER
+    splits_rows = True  # long texts become several windows
     train_fields = (
         Field("question", str, description="the question"),
         Field("context", str, description="the text that holds the answer"),

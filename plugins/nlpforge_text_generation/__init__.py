@@ -36,6 +36,7 @@ class TextGeneration(Task):
     version = 1
     description = "Fine-tune a decoder LM on text, prompt/completion pairs or chats"
     family = ModelFamily.DECODER
+    splits_rows = True  # long texts become several windows
     train_fields = (
         Field("text", str, required=False, description="raw text: every token is a target"),
         Field("prompt", str, required=False, description="the prompt of a prompt/completion pair"),

@@ -32,6 +32,7 @@ class TokenClassification(Task):
     version = 1
     description = "Tag words with entity types (NER; IOB2 or BIOES), entities from raw text"
     family = ModelFamily.ENCODER
+    splits_rows = True  # long texts become several windows
     train_fields = (
         Field("tokens", list, items=str, description="the words of a sentence"),
         Field("tags", list, items=str, description="one IOB2 or BIOES tag per word"),

@@ -21,8 +21,9 @@ import numpy as np
 
 from nlpforge.errors import DataError, ModelDirError
 from nlpforge.runtime.generation.graph_io import GraphIO
-from nlpforge.runtime.generation.stepper import graph_file, row_index
+from nlpforge.runtime.generation.stepper import row_index
 from nlpforge.runtime.providers import load_session
+from nlpforge.runtime.variants import graph_file
 
 
 @dataclass

@@ -7,7 +7,7 @@ loads the tokenizer and the generation defaults. Then::
     for piece in generator.stream("Once upon a time"): print(piece, end="")
     generator.predict(["Once upon a time"])   # → [{"generated_text": "..."}]
 
-Prompts go through the task: its ``prompt_features(rows, tokenizer)`` when it has one (a
+Prompts go through the task: its ``prompt_features(rows, tokenizer)`` when it gives some (a
 decoder task: chat templates, long prompts keeping their end), else, for an encoder-decoder,
 its ``encode`` (a seq2seq task may add a prefix such as "summarize: "); without a task,
 straight through the tokenizer.
@@ -18,7 +18,6 @@ only, decoded without special tokens and cut before the first stop string.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -33,18 +32,6 @@ from nlpforge.runtime.generation.search import SearchResult, generate, sample_st
 from nlpforge.runtime.generation.stepper import Stepper
 from nlpforge.runtime.generation.stream import StopStrings, TextStream
 from nlpforge.runtime.tokenizer import Tokenizer
-
-#: Model family (manifest ``family``) → "module:class" of its stepper.
-STEPPERS = {
-    "decoder": "nlpforge.runtime.generation.decoder:DecoderStepper",
-    "encoder-decoder": "nlpforge.runtime.generation.seq2seq:EncoderDecoderStepper",
-}
-GENERATIVE_FAMILIES = tuple(STEPPERS)
-
-
-def is_generative(manifest: dict[str, Any]) -> bool:
-    return manifest.get("family") in GENERATIVE_FAMILIES
-
 
 class Generator:
     """Text generation with an export dir's stepper, tokenizer and generation defaults."""
@@ -69,6 +56,7 @@ class Generator:
     def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None,
              batch_size: int = 8, variant: str | None = None) -> Generator:
         """Load a generative export dir. ``device``: auto, cpu, cuda or cuda:N."""
+        from nlpforge.families import family
         from nlpforge.manifest import read_manifest, task_from_manifest
 
         directory = Path(path)
@@ -76,24 +64,24 @@ class Generator:
         if manifest["kind"] != "export":
             raise ModelDirError(f"{directory}: this is a {manifest['kind']} dir; make an export "
                                 f"dir first with 'nlpforge export {directory} --output DIR'")
-        family = manifest["family"]
-        if family not in STEPPERS:
-            raise ModelDirError(f"{directory}: a {family} model does not generate text; use "
+        spec = family(manifest["family"])
+        if not spec.generates:
+            raise ModelDirError(f"{directory}: a {spec.value} model does not generate text; use "
                                 f"'nlpforge predict {directory}'")
         task = task_from_manifest(manifest, str(directory))
-        stepper_class = _stepper_class(family, directory)
+        stepper_class = spec.load("stepper")
         try:
             stepper = stepper_class.load(directory, manifest, device, threads, variant)
         except Exception as exc:
             if type(exc).__module__.startswith("nlpforge"):
                 raise
-            raise ModelDirError(f"{directory}: cannot load the {family} model: {exc}")
+            raise ModelDirError(f"{directory}: cannot load the {spec.value} model: {exc}")
         tok = manifest["tokenizer"]
         tokenizer = Tokenizer.from_dir(directory, max_length=tok["max_length"],
                                        pad_id=tok.get("pad_id"))
         model_config = _read_json(directory / "config.json")
         positions = (model_config.get("n_positions") or model_config.get("max_position_embeddings")
-                     if family == "decoder" else None)
+                     if not stepper.is_encoder_decoder else None)
         return cls(stepper, tokenizer, GenerationConfig.from_dir(directory), task, directory,
                    manifest, int(positions) if positions else None, batch_size)
 
@@ -132,12 +120,11 @@ class Generator:
     def encode(self, rows: Sequence[dict], config: GenerationConfig,
                first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Requests → (input_ids, attention_mask), left-aligned for decoder-only models."""
-        if self.task is not None and hasattr(self.task, "prompt_features"):
-            features = self.task.prompt_features(rows, self.tokenizer)
-        elif (self.task is not None and self.stepper.is_encoder_decoder
-              and _defines(self.task, "encode")):
+        features = None if self.task is None else self.task.prompt_features(rows, self.tokenizer)
+        if features is None and self.task is not None and self.stepper.is_encoder_decoder \
+                and self.task.defines("encode"):
             features = self.task.encode(rows, self.tokenizer)
-        else:
+        if features is None:
             texts = [row[self.prompt_field] for row in rows]
             features = self.tokenizer.pad(self.tokenizer.encode(texts),
                                           ("input_ids", "attention_mask"))
@@ -267,25 +254,6 @@ class Generator:
         task = getattr(self.task, "id", None)
         return f"Generator({str(self.directory)!r}, task={task!r}, " \
                f"family={self.manifest.get('family')!r})"
-
-
-def _stepper_class(family: str, directory: Path) -> Any:
-    module_name, name = STEPPERS[family].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise ModelDirError(f"{directory}: this nlpforge cannot run {family} exports "
-                            f"({module_name} is missing); upgrade nlpforge")
-    return getattr(module, name)
-
-
-def _defines(task: Any, method: str) -> bool:
-    """Whether the task overrides ``method`` of the Task base class."""
-    from nlpforge.tasks import Task
-
-    return getattr(type(task), method, None) is not getattr(Task, method)
 
 
 def _left_align(ids: np.ndarray, mask: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

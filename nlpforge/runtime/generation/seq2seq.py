@@ -28,8 +28,9 @@ import numpy as np
 
 from nlpforge.errors import DataError, ModelDirError
 from nlpforge.runtime.generation.graph_io import GraphIO
-from nlpforge.runtime.generation.stepper import graph_file, row_index
+from nlpforge.runtime.generation.stepper import row_index
 from nlpforge.runtime.providers import load_session
+from nlpforge.runtime.variants import graph_file
 
 REQUIRED_IO = ("encoder", "decoder", "decoder_with_past", "num_layers", "num_heads",
                "head_dim", "vocab_size", "decoder_start_token_id")

@@ -54,13 +54,3 @@ def row_index(index: np.ndarray, batch_size: int) -> np.ndarray | None:
         return None
     return index
 
-
-def graph_file(manifest: dict[str, Any], role: str, variant: str | None,
-               directory: Any) -> str:
-    """The file of graph ``role`` (``model``; ``encoder``, ``decoder``, ``decoder_with_past``)
-    in ``variant`` (None: the export's default): ``io`` names the fp32 graphs, a variant of
-    a KV-cache export maps them to its own files (``graphs``)."""
-    from nlpforge.runtime.predictor import variant_entry
-
-    fp32 = manifest["io"].get(role, f"{role}.onnx")
-    return (variant_entry(manifest, variant, directory).get("graphs") or {}).get(fp32, fp32)

@@ -1,6 +1,6 @@
-"""A served model: an export dir's Predictor behind a DynamicBatcher, and how requests map to it.
+"""PredictorModel: an export's ``Predictor`` served behind a DynamicBatcher.
 
-Two kinds of request reach a model:
+Two kinds of request reach it:
 - text (v2 BYTES inputs named after the task's request fields, or the /v1 route): rows go
   through ``predict_rows`` — the task's own tokenization and postprocessing — and come back as
   predictions plus the model's per-row outputs (``logits``);
@@ -11,72 +11,29 @@ Two kinds of request reach a model:
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from nlpforge.errors import UsageError
 from nlpforge.runtime.batching import predict_rows, row_size
 from nlpforge.runtime.predictor import Predictor
 from nlpforge.runtime.tokenizer import Tokenizer
-from nlpforge.serving.batcher import DynamicBatcher, Job
-from nlpforge.serving.errors import BadRequest, InputTooLong, NotFound
-from nlpforge.serving.protocol import DATATYPES, InferRequest, OutputTensor, Tensor
+from nlpforge.serving.batcher import Job
+from nlpforge.serving.errors import BadRequest, InputTooLong
+from nlpforge.serving.protocol import OutputTensor, Tensor
+from nlpforge.serving.served import RowsJob, ServedModel, datatype_of_value
 
-#: Model names: what a URL path segment can carry safely; never used to build a file path.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-VERSION = "1"
 _ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
               "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(bool)": "BOOL"}
 
 
-def parse_model_arg(arg: str) -> tuple[str, Path]:
-    """``NAME=DIR`` or ``DIR`` (the name is then the dir's base name) → (name, dir)."""
-    name, sep, path = arg.partition("=")
-    if not sep:
-        name, path = Path(arg.rstrip("/\\")).name, arg
-    if not NAME_PATTERN.fullmatch(name) or name.strip(".") == "":
-        raise UsageError(f"{arg}: model name {name!r} must be 1-64 letters, digits, '.', '_' "
-                         f"or '-', starting with a letter or digit; give one with NAME=DIR")
-    return name, Path(path)
+class PredictorModel(ServedModel):
+    """An encoder export (one ONNX graph): text and token-tensor requests."""
 
-
-@dataclass
-class RowsJob:
-    """Payload of a text request: checked rows, whether to truncate, the field they came from."""
-
-    rows: list[dict]
-    truncate: bool
-    where: str
-
-
-def _datatype_of_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    if isinstance(value, float):
-        return "FP32"
-    return "BYTES"  # strings; lists and dicts as JSON text
-
-
-class ServedModel:
-    """One export dir served under ``name``; ``attach`` gives it its batcher."""
-
-    version = VERSION
-
-    def __init__(self, name: str, predictor: Predictor, generator: Any = None):
-        self.name = name
+    def __init__(self, name: str, predictor: Predictor):
+        super().__init__(name, predictor, predictor.tokenizer.max_length)
         self.predictor = predictor
-        self.task = predictor.task
-        self.generator = generator
-        self.batcher: DynamicBatcher | None = None
-        self.max_batch_size = 32
-        self.limit = predictor.tokenizer.max_length
-        self.text_fields = [f.name for f in self.task.request_fields if f.type is str]
         self.tensor_inputs = list(predictor.input_names)
         config = _read_config(predictor.directory)
         self.vocab_size = int(config.get("vocab_size")
@@ -91,38 +48,16 @@ class ServedModel:
                             for o in predictor.session.get_outputs()}
         # Text responses carry the model outputs that have one entry per row (not per token).
         self.row_outputs = [n for n in predictor.output_names if not self.sequence_axes[n]]
-        example = self.task.example_request()
-        self.example = example
-        prediction = predictor.predict([example])[0]  # checks the model end to end
-        self.prediction_outputs = {key: _datatype_of_value(value)
+        prediction = predictor.predict([self.example])[0]  # checks the model end to end
+        self.prediction_outputs = {key: datatype_of_value(value)
                                    for key, value in prediction.items()}
         self._probe = Tokenizer.from_dir(predictor.directory, max_length=self.limit + 1,
                                          pad_id=predictor.tokenizer.pad_id)
 
     @classmethod
     def load(cls, name: str, path: str | Path, device: str = "auto", threads: int | None = None,
-             variant: str | None = None) -> "ServedModel":
-        """``variant``: the export's model file to serve (default: its lossless best)."""
-        from nlpforge.manifest import read_manifest
-        from nlpforge.runtime.generation.generator import is_generative
-        from nlpforge.serving.generation import GeneratedModel, find_generator
-
-        if is_generative(read_manifest(path)):
-            return GeneratedModel.load(name, path, device=device, threads=threads,
-                                       variant=variant)
-        predictor = Predictor.load(path, device=device, threads=threads, variant=variant)
-        return cls(name, predictor, find_generator(predictor))
-
-    def attach(self, batcher: DynamicBatcher) -> None:
-        self.batcher = batcher
-        self.max_batch_size = batcher.max_batch_size
-
-    def check_version(self, version: str | None) -> None:
-        if version is not None and version != self.version:
-            raise NotFound(f"model '{self.name}' has no version {version[:64]!r} "
-                           f"(versions: {self.version})")
-
-    # -- metadata ---------------------------------------------------------------------------
+             variant: str | None = None) -> "PredictorModel":
+        return cls(name, Predictor.load(path, device=device, threads=threads, variant=variant))
 
     def metadata(self) -> dict[str, Any]:
         """v2 model metadata: text inputs and token inputs are two alternative ways in."""
@@ -137,80 +72,12 @@ class ServedModel:
                 "parameters": {"task": self.task.id, "max_tokens": self.limit,
                                "labels": json.dumps(self.task.labels)}}
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "task": self.task.id,
-                "labels": self.task.labels, "max_tokens": self.limit,
-                "inputs": [f.name for f in self.task.request_fields],
-                "generates": self.generator is not None}
-
-    # -- requests ---------------------------------------------------------------------------
-
-    async def predict(self, inputs: Sequence[Any], truncate: bool, timeout: float,
-                      where: str = "inputs") -> list[dict]:
-        """Predictions for plain inputs (strings or request dicts), in order."""
-        rows = self.predictor.as_rows(inputs)
-        predictions, _ = await self._submit_rows(rows, truncate, timeout, where)
-        return predictions
-
-    async def infer(self, request: InferRequest, truncate: bool,
-                    timeout: float) -> list[tuple[OutputTensor, bool]]:
-        """A v2 infer request → the requested output tensors, each flagged binary or not."""
-        text = [t for t in request.inputs if t.datatype == "BYTES"]
-        if text and len(text) < len(request.inputs):
-            raise BadRequest(f"field 'inputs': send text (BYTES: {', '.join(self.text_fields)}) "
-                             f"or token ids (INT64: {', '.join(self.tensor_inputs)}), not both")
-        if text:
-            rows, where = self._rows_from_tensors(text)
-            predictions, raw = await self._submit_rows(rows, truncate, timeout, where)
-            available = self._prediction_tensors(predictions)
-            available.update({n: OutputTensor.from_array(n, raw[n]) for n in self.row_outputs
-                              if n not in available and n in raw})  # none for windows/pairs
-        else:
-            features, length = self._features_from_tensors(request.inputs)
-            size = len(features["input_ids"])
-            outputs = await self._submit(("tensors",), features, size, length, timeout)
-            available = {n: OutputTensor.from_array(n, a) for n, a in outputs.items()}
-        return self._select(available, request)
-
-    async def _submit(self, kind: Any, payload: Any, size: int, length: int,
-                      timeout: float) -> Any:
-        if size == 0:
-            raise BadRequest("field 'inputs': the batch is empty")
-        assert self.batcher is not None, "ServedModel.attach() was not called"
-        return await self.batcher.submit(kind, payload, size, length, timeout)
-
-    async def _submit_rows(self, rows: list[dict], truncate: bool, timeout: float,
-                           where: str) -> Any:
-        length = max((row_size(r) for r in rows), default=0)
-        return await self._submit(("rows", truncate), RowsJob(rows, truncate, where),
-                                  len(rows), length, timeout)
-
-    def _rows_from_tensors(self, tensors: list[Tensor]) -> tuple[list[dict], str]:
-        """BYTES inputs → request rows. A single BYTES input of any name is the main text."""
-        fields = {}
-        for t in tensors:
-            name = t.name
-            if name not in self.text_fields:
-                if len(tensors) > 1 or not self.text_fields:
-                    raise BadRequest(f"field '{t.where}.name': model '{self.name}' has no text "
-                                     f"input {name[:64]!r} (text inputs: "
-                                     f"{', '.join(self.text_fields)})")
-                name = self.text_fields[0]
-            if len(t.shape) not in (1, 2) or (len(t.shape) == 2 and t.shape[1] != 1):
-                raise BadRequest(f"field '{t.where}.shape': text inputs have shape [N] or "
-                                 f"[N, 1], got {list(t.shape)}")
-            fields[name] = t
-        required = [f.name for f in self.task.request_fields if f.required]
-        missing = [n for n in required if n not in fields]
-        if missing:
-            raise BadRequest(f"field 'inputs': missing text input '{missing[0]}'")
-        sizes = {t.shape[0] for t in fields.values()}
-        if len(sizes) > 1:
-            raise BadRequest("field 'inputs': text inputs have different batch sizes "
-                             f"({', '.join(f'{n}: {t.shape[0]}' for n, t in fields.items())})")
-        main = fields[required[0]] if required else next(iter(fields.values()))
-        rows = [{name: t.data[i] for name, t in fields.items()} for i in range(len(main.data))]
-        return self.predictor.as_rows(rows), f"{main.where}.data"
+    async def infer_tensors(self, tensors: list[Tensor],
+                            timeout: float) -> dict[str, OutputTensor]:
+        features, length = self._features_from_tensors(tensors)
+        size = len(features["input_ids"])
+        outputs = await self._submit(("tensors",), features, size, length, timeout)
+        return {n: OutputTensor.from_array(n, a) for n, a in outputs.items()}
 
     def _features_from_tensors(self, tensors: list[Tensor]) -> tuple[dict[str, np.ndarray], int]:
         """INT64 inputs → checked features for ``Predictor.run``; absent masks are filled in."""
@@ -257,31 +124,6 @@ class ServedModel:
             features[name] = array
         return features, shape[1]
 
-    def _prediction_tensors(self, predictions: list[dict]) -> dict[str, OutputTensor]:
-        tensors = {}
-        for key, datatype in self.prediction_outputs.items():
-            values = [p.get(key) for p in predictions]
-            if datatype == "BYTES":
-                data: Any = [v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-                             for v in values]
-            else:
-                data = np.asarray(values, dtype=DATATYPES[datatype])
-            tensors[key] = OutputTensor(key, datatype, (len(values),), data)
-        return tensors
-
-    def _select(self, available: dict[str, OutputTensor],
-                request: InferRequest) -> list[tuple[OutputTensor, bool]]:
-        if request.outputs is None:
-            return [(t, request.binary_outputs) for t in available.values()]
-        chosen = []
-        for i, (name, binary) in enumerate(request.outputs):
-            if name not in available:
-                raise BadRequest(f"field 'outputs[{i}].name': model '{self.name}' has no output "
-                                 f"{name[:64]!r} for these inputs (outputs: "
-                                 f"{', '.join(available)})")
-            chosen.append((available[name], binary))
-        return chosen
-
     # -- on the model thread ----------------------------------------------------------------
 
     def run_batch(self, jobs: list[Job]) -> list[Any]:
@@ -316,9 +158,9 @@ class ServedModel:
         predictions = predict_rows(self.task, self.predictor.tokenizer, run,
                                    [rows[k] for k in order], self.max_batch_size,
                                    sort_by_length=False)
-        raw = {n: np.concatenate([r[n] for r in runs]) for n in self.row_outputs}
         # A task that splits rows into windows has no raw output per row.
-        raw = {n: a for n, a in raw.items() if len(a) == len(rows)}
+        outputs = [] if self.task.splits_rows else self.row_outputs
+        raw = {n: np.concatenate([r[n] for r in runs]) for n in outputs}
         position = np.empty(len(rows), dtype=np.int64)
         position[order] = np.arange(len(rows))
         start = 0
