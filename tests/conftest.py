@@ -1,4 +1,5 @@
-"""Fixtures: a tiny BERT built on the fly, and one trained run + export shared by the suite."""
+"""Fixtures: a tiny BERT built on the fly, one trained run + export shared by the suite, and a
+tiny generative export per family (GPT-2 decoder, T5 encoder-decoder) built once per session."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -30,6 +33,17 @@ def run_cli(*args: str, env: dict | None = None, input: str | None = None,
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, "-m", "nlpforge", *args], capture_output=True,
                           text=True, env=full_env, input=input, cwd=cwd, timeout=600)
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.02) -> None:
+    """Poll ``condition`` until it is true; fail saying ``what`` was awaited once ``timeout``
+    seconds have passed. ``condition`` may assert too (e.g. that a process is still alive)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
+        time.sleep(interval)
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -65,3 +79,46 @@ def exported(trained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("exports") / "sentiment"
     export_run(str(trained_run), str(out))
     return out
+
+
+#: Prompts for the tiny generative models; the GPT-2 export is trained on them joined.
+GENERATION_PROMPTS = ["once upon a time", "the quick brown fox jumps", "to be",
+                      "numbers 0 1 2 and punctuation ! ?"]
+SEQ2SEQ_ROWS = [{"source": "translate English to German: the house is small",
+                 "target": "das haus ist klein"},
+                {"source": "summarize: the meeting moved to friday", "target": "meeting friday"},
+                {"source": "two dogs are playing in the snow", "target": "zwei hunde spielen"}]
+
+
+def _generative_export(root: Path, maker: Callable, task: str, rows: list[dict],
+                       **model_options) -> tuple[Path, Path, Path]:
+    """Train a tiny base model one step and export it: (run dir, export dir, data file)."""
+    from nlpforge.export.onnx import export_run
+    from nlpforge.training.loop import TrainConfig, train
+
+    base = maker(root / "base", **model_options)
+    data = write_jsonl(root / "data.jsonl", rows)
+    run = root / "run"
+    train(TrainConfig(task=task, model=str(base), train=str(data), output=str(run),
+                      max_steps=1, batch_size=4, lr=1e-4, max_length=32, progress=False,
+                      device="cpu"))
+    export_run(str(run), str(root / "export"))
+    return run, root / "export", data
+
+
+@pytest.fixture(scope="session")
+def gpt2_export(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A text-generation GPT-2 (decoder with a KV cache): (run dir, export dir, data file)."""
+    from nlpforge.testing.decoders import make_tiny_gpt2
+
+    return _generative_export(tmp_path_factory.mktemp("gpt2"), make_tiny_gpt2,
+                              "text-generation", [{"text": " ".join(GENERATION_PROMPTS)}] * 4)
+
+
+@pytest.fixture(scope="session")
+def t5_export(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A text2text-generation T5 (encoder-decoder): (run dir, export dir, data file)."""
+    from nlpforge.testing.seq2seq_models import make_tiny_t5
+
+    return _generative_export(tmp_path_factory.mktemp("t5"), make_tiny_t5,
+                              "text2text-generation", SEQ2SEQ_ROWS, initializer_factor=2.0)
