@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from nlpforge.runtime.generation import search
 from tests.conftest import run_cli, write_jsonl
-
-torch = pytest.importorskip("torch")
 
 ROWS = [{"source": f"the house number {i} is small", "target": f"das haus {i} ist klein"}
         for i in range(16)]
@@ -166,7 +166,6 @@ def test_greedy_matches_generate_batched_and_single(exported):
 def test_beam_search_matches_generate(exported):
     """Beam search duplicates and reorders rows through select(): the tokens must be
     those of transformers' beam search on the same weights."""
-    search = pytest.importorskip("nlpforge.runtime.generation.search")
     from nlpforge.runtime.generation.config import GenerationConfig
 
     _, run, export = exported
@@ -297,7 +296,9 @@ def test_unsupported_variants_are_refused(exported, tmp_path):
 
 def test_generator_and_cli_evaluate_generate_text(exported, tmp_path):
     """The runtime's Generator drives this stepper: its text is transformers' greedy text;
-    nlpforge evaluate on the export generates and reports ROUGE/BLEU/chrF."""
+    nlpforge evaluate on the export generates and reports the ROUGE/BLEU/chrF of the text
+    that transformers generates from the run dir with the export's settings."""
+    from nlpforge.runtime.generation.config import GenerationConfig
     from nlpforge.runtime.generation.generator import Generator
 
     kind, run, export = exported
@@ -310,10 +311,20 @@ def test_generator_and_cli_evaluate_generate_text(exported, tmp_path):
     if kind != "t5":
         return  # one CLI run is enough
     data = write_jsonl(tmp_path / "eval.jsonl", ROWS[:4])
-    result = run_cli("evaluate", str(export), "--data", str(data), "--device", "cpu")
+    written = tmp_path / "predictions.jsonl"
+    result = run_cli("evaluate", str(export), "--data", str(data), "--device", "cpu",
+                     "--predictions", str(written))
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
-    assert {"rouge1", "bleu", "chrf", "exact_match"} <= set(metrics)
+    # PyTorch: greedy generate() on the run dir's weights, as long as the export may go
+    limit = GenerationConfig.from_dir(export).max_new_tokens
+    sources = [generator.task.source_text(r) for r in ROWS[:4]]
+    torch_ids = _generate(model, _batch(tokenizer, sources), num_beams=1, max_new_tokens=limit)
+    by_torch = [{"generated_text": tokenizer.decode(row[1:])} for row in torch_ids]
+    assert [json.loads(line) for line in written.read_text().splitlines()] == by_torch
+    expected = generator.task.metrics(by_torch, ROWS[:4])
+    assert set(expected) == {"rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match"}
+    assert metrics == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.slow
