@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, run_cli, wait_until
 
 TRAIN = str(EXAMPLES / "train.jsonl")
 VALID = str(EXAMPLES / "validation.jsonl")
@@ -56,11 +55,17 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_bert, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "nlpforge", *base_args(tiny_bert, run, *extra)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 120
-    while not (run / "checkpoints" / "step-10").exists():
+
+    def saved() -> bool:
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.05)
+        return (run / "checkpoints" / "step-10").exists()
+
+    try:
+        wait_until(saved, 120, "checkpoint step-10", interval=0.05)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -193,19 +198,51 @@ def test_freeze_base_trains_only_the_head(still_bert, tmp_path):
 
 
 def test_lora_is_merged_on_save(tiny_bert, tmp_path):
-    pytest.importorskip("peft")
+    """The saved weights are the base model's with the trained adapter merged in: rebuilt here
+    from the last checkpoint's adapter (PEFT's own ``merge_and_unload``), they are equal; the
+    layers LoRA adapts differ from the base, the others do not."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     run = tmp_path / "run"
-    result = run_cli(*base_args(tiny_bert, run, "--max-steps", "3", "--lora-r", "4",
-                                "--lora-target-modules", "query,value"))
+    result = run_cli(*base_args(tiny_bert, run, "--max-steps", "3", "--save-steps", "3",
+                                "--lora-r", "4", "--lora-target-modules", "query,value"))
     assert result.returncode == 0, result.stderr
-    keys = weights(run).keys()
-    assert not [k for k in keys if "lora" in k] and "classifier.weight" in keys
-    predicted = run_cli("predict", str(run), "a fine film")
+    merged = weights(run)
+    assert not [k for k in merged if "lora" in k] and "classifier.weight" in merged
+
+    adapter = load_file(str(run / "checkpoints" / "step-3" / "model.safetensors"))
+    assert any("lora_B" in k for k in adapter)  # the checkpoint holds the PEFT model
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, lora_dropout=0.05,
+                                             target_modules=["query", "value"],
+                                             modules_to_save=["classifier"]))
+    model.load_state_dict(adapter)
+    plain = model.merge_and_unload().eval()
+    rebuilt = plain.state_dict()
+    assert rebuilt.keys() == merged.keys()
+    for key in merged:
+        torch.testing.assert_close(merged[key], rebuilt[key], atol=1e-6, rtol=0, msg=key)
+
+    base = load_file(str(tiny_bert / "model.safetensors"))
+    layer = "encoder.layer.0.attention.self"
+    for name in ("query", "value"):
+        assert not torch.allclose(merged[f"bert.{layer}.{name}.weight"],
+                                  base[f"{layer}.{name}.weight"], atol=1e-4), name
+    torch.testing.assert_close(merged[f"bert.{layer}.key.weight"], base[f"{layer}.key.weight"])
+
+    predicted = run_cli("predict", str(run), "a fine film")  # the run dir loads as saved
     assert predicted.returncode == 0, predicted.stderr
+    with torch.no_grad():
+        probs = plain(**AutoTokenizer.from_pretrained(run)("a fine film", return_tensors="pt")
+                      ).logits.softmax(-1)[0]
+    labels = json.loads((run / "nlpforge.json").read_text())["task"]["state"]["labels"]
+    got = json.loads(predicted.stdout)
+    assert got["label"] == labels[int(probs.argmax())]
+    assert got["score"] == pytest.approx(float(probs.max()), abs=1e-5)
 
 
 def test_tensorboard_and_metrics_log(tiny_bert, tmp_path):
-    pytest.importorskip("tensorboard")
     run = tmp_path / "run"
     result = run_cli("train", "--task", "text-classification", "--model", str(tiny_bert),
                      "--train", TRAIN, "--output", str(run), "--max-steps", "4",
