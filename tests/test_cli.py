@@ -5,9 +5,20 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import EXAMPLES, run_cli, write_jsonl
+
+
+def assert_same_predictions(printed: str, expected: list[dict]) -> None:
+    """``nlpforge predict`` output (one JSON object a line) against in-process predictions:
+    the same labels, and scores within 1e-6."""
+    got = [json.loads(line) for line in printed.splitlines()]
+    assert [p["label"] for p in got] == [p["label"] for p in expected]
+    for a, b in zip(got, expected):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)
 
 
 def test_train_export_predict_evaluate(tiny_bert, tmp_path):
@@ -38,18 +49,24 @@ def test_train_export_predict_evaluate(tiny_bert, tmp_path):
     shapes = {tuple(c["input_ids"]) for c in export_manifest["validation"]["cases"]}
     assert (1, 3) in shapes and any(b == 4 for b, _ in shapes)
 
+    import nlpforge
+
+    predictor = nlpforge.load(str(exp))
     result = run_cli("predict", str(exp), "what a great film", "awful service")
     assert result.returncode == 0, result.stderr
     preds = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(preds) == 2
-    assert all(p["label"] in ("negative", "positive") for p in preds)
     assert all(abs(sum(p["scores"].values()) - 1) < 1e-6 for p in preds)
+    assert_same_predictions(result.stdout, predictor.predict(["what a great film",
+                                                              "awful service"]))
 
-    requests = write_jsonl(tmp_path / "req.jsonl", [{"text": "fine"}, {"text": "bad"}, {"text": "ok"}])
-    result = run_cli("predict", str(exp), "--input", str(requests))
-    assert len(result.stdout.splitlines()) == 3
+    requests = [{"text": "fine"}, {"text": "bad"}, {"text": "ok"}]
+    result = run_cli("predict", str(exp), "--input", str(write_jsonl(tmp_path / "req.jsonl",
+                                                                     requests)))
+    assert result.returncode == 0, result.stderr
+    assert_same_predictions(result.stdout, predictor.predict(requests))
     result = run_cli("predict", str(exp), "--input", "-", input="one\ntwo\n")
-    assert len(result.stdout.splitlines()) == 2
+    assert result.returncode == 0, result.stderr
+    assert_same_predictions(result.stdout, predictor.predict(["one", "two"]))
 
     onnx_eval = run_cli("evaluate", str(exp), "--data", str(EXAMPLES / "validation.jsonl"))
     torch_eval = run_cli("evaluate", str(run), "--data", str(EXAMPLES / "validation.jsonl"))
@@ -72,11 +89,29 @@ def test_multi_label_and_text_pairs(tiny_bert, tmp_path):
                      "--output", str(run), "--max-steps", "3", "--quiet")
     assert result.returncode == 0, result.stderr
     assert "micro_f1" in json.loads(result.stdout)["best"]["metrics"]
-    assert run_cli("export", str(run), "--output", str(exp)).returncode == 0
+    exported = run_cli("export", str(run), "--output", str(exp))
+    assert exported.returncode == 0, exported.stderr
+    atol = 1e-4  # export's default --atol: validation held the logits to it
+    assert json.loads(exported.stdout)["max_abs_diff"]["logits"] < atol
     import nlpforge
+    from nlpforge.cli.predict import open_model
+    from nlpforge.training.models import load_run, torch_runner
 
-    out = nlpforge.load(str(exp)).predict([{"text": "great food", "text_pair": "fast"}])
-    assert set(out[0]) == {"labels", "scores"} and set(out[0]["scores"]) == {"food", "service"}
+    requests = [{"text": r["text"], "text_pair": r["text_pair"]} for r in rows[:4]]
+    predictor = nlpforge.load(str(exp))
+    onnx = predictor.predict(requests)
+    assert set(onnx[0]) == {"labels", "scores"} and set(onnx[0]["scores"]) == {"food", "service"}
+    _, by_torch = open_model(str(run), "cpu", None, 4)
+    for got, want in zip(onnx, by_torch(requests)):
+        assert got["labels"] == want["labels"]
+        assert got["scores"] == pytest.approx(want["scores"], abs=atol)
+    features = predictor.task.encode(requests, predictor.tokenizer)
+    assert features["token_type_ids"].any()  # the pair reaches the model as segment B
+    manifest, task, model, _ = load_run(run)
+    inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+              if n in manifest["model_inputs"]]
+    np.testing.assert_allclose(predictor.run(features)["logits"],
+                               torch_runner(task, model, inputs)(features)["logits"], atol=atol)
 
 
 def test_predictor_keeps_input_order_and_batching_does_not_change_results(exported):

@@ -102,13 +102,30 @@ def test_runtime_loads_each_variant(full, tmp_path):
         nlpforge.load(str(moved), variant="int8")
 
 
-def test_predict_and_evaluate_take_a_variant(full, trained_run):
+def test_predict_and_evaluate_take_a_variant(full, trained_run, tmp_path):
+    """The commands run the variant asked for: their output is that variant's in process."""
+    import nlpforge
+    from nlpforge.cli.predict import open_model
+    from nlpforge.data import read_dataset
+
     result = run_cli("predict", str(full), "--variant", "int8", "a lovely film")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["label"] in ("negative", "positive")
-    result = run_cli("evaluate", str(full), "--variant", "fp16", "--data", VALIDATION)
+    (want,) = nlpforge.load(str(full), variant="int8").predict(["a lovely film"])
+    got = json.loads(result.stdout)
+    assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"],
+                                                                           abs=1e-6)
+    written = tmp_path / "fp16.jsonl"
+    result = run_cli("evaluate", str(full), "--variant", "fp16", "--data", VALIDATION,
+                     "--predictions", str(written))
     assert result.returncode == 0, result.stderr
-    assert "accuracy" in json.loads(result.stdout)["metrics"]
+    task, fp16 = open_model(str(full), "cpu", None, 32, "fp16", for_metrics=True)
+    _, fp32 = open_model(str(full), "cpu", None, 32, "fp32", for_metrics=True)
+    rows = read_dataset(VALIDATION, task, training=True).rows
+    want16, want32 = fp16(rows), fp32(rows)
+    printed = [json.loads(line)["score"] for line in written.read_text().splitlines()]
+    assert printed == pytest.approx([p["score"] for p in want16], abs=1e-6)
+    assert printed != pytest.approx([p["score"] for p in want32], abs=1e-6)  # not fp32's
+    assert json.loads(result.stdout)["metrics"] == task.metrics(want16, rows)
     result = run_cli("predict", str(trained_run), "--variant", "int8", "text")
     assert result.returncode == 2 and "variants belong to export dirs" in result.stderr
 

@@ -287,6 +287,10 @@ def test_predict_top_k_fillers(export_dir):
     line = json.loads(result.stdout)
     assert len(line["masks"]) == 1 and len(line["masks"][0]) == 5
     assert sum(f["score"] for f in line["masks"][0]) <= 1 + 1e-6
+    (want,) = predictor.predict(["the service was [MASK]"])
+    assert [f["token"] for f in line["masks"][0]] == [f["token"] for f in want["masks"][0]]
+    assert [f["score"] for f in line["masks"][0]] == pytest.approx(
+        [f["score"] for f in want["masks"][0]], abs=1e-6)
 
 
 def test_requests_without_mask_fail_cleanly(export_dir, tmp_path):

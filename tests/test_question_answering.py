@@ -343,18 +343,30 @@ def test_served_answers_equal_the_predictor_for_windowed_contexts(qa_export):
         server.stop()
 
 
-def test_cli_predict_evaluate_and_bad_offsets(qa_export, qa_data, tmp_path):
-    requests = write_jsonl(tmp_path / "req.jsonl", [
-        {"question": "Where does Emma live?", "context": "Emma lives in Oslo."}])
-    result = run_cli("predict", str(qa_export), "--input", str(requests))
+def test_cli_predict_evaluate_and_bad_offsets(qa_run, qa_export, qa_data, tmp_path):
+    """predict prints the in-process Predictor's answers; evaluate on the export gives the
+    metrics PyTorch gave the saved (best) model on the same validation data in training."""
+    import nlpforge
+
+    requests = [{"question": "Where does Emma live?", "context": "Emma lives in Oslo."},
+                *({"question": r["question"], "context": r["context"]} for r in make_rows(2, 5))]
+    result = run_cli("predict", str(qa_export), "--input",
+                     str(write_jsonl(tmp_path / "req.jsonl", requests)))
     assert result.returncode == 0, result.stderr
-    prediction = json.loads(result.stdout)
-    assert {"answer", "start", "end", "score"} <= set(prediction)
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = nlpforge.load(str(qa_export)).predict(requests)
+    assert [(p["answer"], p["start"], p["end"]) for p in printed] == \
+        [(p["answer"], p["start"], p["end"]) for p in expected]
+    assert [p["score"] for p in printed] == pytest.approx([p["score"] for p in expected],
+                                                          abs=1e-6)
 
     result = run_cli("evaluate", str(qa_export), "--data", str(qa_data["validation"]))
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
-    assert {"exact_match", "f1"} <= set(metrics) and metrics["questions"] == 40
+    by_torch = json.loads((qa_run / "trainer_state.json").read_text())["best"]["metrics"]
+    assert metrics["questions"] == by_torch["questions"] == 40
+    for key in ("exact_match", "f1"):
+        assert metrics[key] == pytest.approx(by_torch[key], abs=1e-6), key
 
     rows = make_rows(3, 5)
     rows[1]["answers"]["answer_start"][0] += 2
