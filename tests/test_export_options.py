@@ -10,13 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import onnx
 import pytest
 
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, run_cli, wait_until
 
 VALIDATION = str(EXAMPLES / "validation.jsonl")
 
@@ -460,10 +459,18 @@ def test_interrupted_export_leaves_nothing(trained_run, tmp_path):
                                 "--output", str(out), "--optimize", "all"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".exp.tmp-*/model.onnx")) and time.monotonic() < deadline:
+
+    def converted() -> bool:
         assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
+        return bool(list(tmp_path.glob(".exp.tmp-*/model.onnx")))
+
+    try:  # the signal must land while the half-built dir exists
+        wait_until(converted, 120, "the export's model.onnx in its temporary dir",
+                   interval=0.05)
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode != 0 and "Traceback" not in stderr
