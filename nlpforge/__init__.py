@@ -15,9 +15,13 @@ from nlpforge.version import __version__
 #: Decorator for plugin hook implementations: ``@nlpforge.hookimpl``.
 hookimpl = pluggy.HookimplMarker("nlpforge")
 
-from nlpforge.errors import NlpforgeError  # noqa: E402
+from nlpforge.data import read_dataset  # noqa: E402
+from nlpforge.errors import DataError, ModelDirError, NlpforgeError, UsageError  # noqa: E402
 from nlpforge.families import ModelFamily  # noqa: E402
-from nlpforge.tasks import Field, Option, Signature, Task  # noqa: E402
+from nlpforge.metrics import IGNORE_INDEX  # noqa: E402
+from nlpforge.runtime.tokenizer import Tokenizer  # noqa: E402
+from nlpforge.tasks import (ENCODER_INPUTS, Field, Option, Signature, Task,  # noqa: E402
+                            encoder_signature)
 
 if TYPE_CHECKING:
     from nlpforge.runtime.generation.generator import Generator
@@ -37,6 +41,7 @@ def load(path: str, **kwargs: Any) -> "Predictor | Generator":
 
 
 __all__ = [
-    "__version__", "hookimpl", "load", "NlpforgeError", "Task", "Field", "Option",
-    "ModelFamily", "Signature",
+    "__version__", "hookimpl", "load", "Task", "Field", "Option", "ModelFamily", "Signature",
+    "encoder_signature", "ENCODER_INPUTS", "IGNORE_INDEX", "Tokenizer",
+    "NlpforgeError", "DataError", "UsageError", "ModelDirError", "read_dataset",
 ]

@@ -85,7 +85,8 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-#: The label value that losses and teacher-forced scores skip (PyTorch's ``ignore_index``).
+#: The label of a position that is not a target: losses and teacher-forced scores skip it
+#: (PyTorch's ``ignore_index``). Plugins import it as ``nlpforge.IGNORE_INDEX``.
 IGNORE_INDEX = -100
 
 

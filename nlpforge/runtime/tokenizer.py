@@ -22,19 +22,26 @@ FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class Tokenizer:
-    """A ``tokenizers.Tokenizer`` with nlpforge's padding and truncation.
+    """The tokenizer a task receives (``nlpforge.Tokenizer``): a ``tokenizers.Tokenizer`` with
+    nlpforge's padding and truncation, and the lookups tasks need (special tokens, vocabulary).
 
     Fixed padding stored in ``tokenizer.json`` (some models pad every input to 128 tokens) is
-    turned off: each batch is padded to its own longest row.
+    turned off: each batch is padded to its own longest row. The members plugins use are
+    listed in docs/plugins.md.
     """
 
     def __init__(self, backend: Backend, pad_id: int, max_length: int,
                  padding_side: str = "right"):
+        #: The ``tokenizers.Tokenizer`` underneath, truncating to ``max_length``: for core and
+        #: advanced use. Plugins use this class's methods, which keep its settings intact.
         self.backend = backend
         self.backend.no_padding()
         self.backend.enable_truncation(max_length, strategy="longest_first")
+        #: The id that pads ``input_ids``.
         self.pad_id = int(pad_id)
+        #: The most tokens ``encode`` returns for one input (special tokens included).
         self.max_length = int(max_length)
+        #: ``"right"`` or ``"left"`` (generation pads prompts on the left).
         self.padding_side = padding_side
         self._memo: dict | None = None  # see reuse()
         #: Special tokens by role (``mask_token``, ``cls_token``…) from tokenizer_config.json.
@@ -68,21 +75,27 @@ class Tokenizer:
 
     def encode(self, texts: Sequence[str] | Sequence[list[str]],
                pairs: Sequence[str] | None = None,
-               is_pretokenized: bool = False) -> list[Encoding]:
-        """Tokenize with special tokens, truncated to ``max_length`` (longest first for pairs).
+               is_pretokenized: bool = False, *, add_special_tokens: bool = True,
+               truncate: bool = True) -> list[Encoding]:
+        """Tokenize with the model's special tokens, truncated to ``max_length`` (longest
+        first for pairs).
 
         With ``is_pretokenized``, each text is a list of words (``Encoding.word_ids`` maps
-        tokens back to them).
+        tokens back to them). ``add_special_tokens=False`` leaves out the special tokens
+        (``[CLS]``, ``</s>``…); ``truncate=False`` keeps every token, for tasks that cut long
+        texts themselves.
         """
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        backend = self.backend if truncate else self._untruncated_backend()
+        options = {"is_pretokenized": is_pretokenized, "add_special_tokens": add_special_tokens}
         memo = self._memo
         if memo is None:
-            return self.backend.encode_batch(inputs, is_pretokenized=is_pretokenized)
-        keys = [(is_pretokenized, _hashable(item)) for item in inputs]
+            return backend.encode_batch(inputs, **options)
+        keys = [(is_pretokenized, add_special_tokens, truncate, _hashable(item))
+                for item in inputs]
         missing = [i for i, key in enumerate(keys) if key not in memo]
         if missing:
-            encoded = self.backend.encode_batch([inputs[i] for i in missing],
-                                                is_pretokenized=is_pretokenized)
+            encoded = backend.encode_batch([inputs[i] for i in missing], **options)
             for i, encoding in zip(missing, encoded):
                 memo[keys[i]] = encoding
         return [memo[key] for key in keys]
@@ -128,7 +141,7 @@ class Tokenizer:
         """A copy of the backend truncating with ``stride`` (the shared one stays as it is,
         so concurrent callers never see each other's settings)."""
         key = (stride, strategy)
-        cache = self.__dict__.setdefault("_windows", {})
+        cache = self.__dict__.setdefault("_copies", {})
         if key not in cache:
             if not 0 <= stride < self.max_length // 2:
                 raise ValueError(f"stride must be in [0, {self.max_length // 2}) for windows "
@@ -138,6 +151,16 @@ class Tokenizer:
             backend.enable_truncation(self.max_length, stride=stride, strategy=strategy)
             cache[key] = backend
         return cache[key]
+
+    def _untruncated_backend(self) -> Backend:
+        """A copy of the backend that neither truncates nor pads (made once)."""
+        cache = self.__dict__.setdefault("_copies", {})
+        if "untruncated" not in cache:
+            backend = Backend.from_str(self.backend.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+            cache["untruncated"] = backend
+        return cache["untruncated"]
 
     def pad(self, encodings: Sequence[Encoding],
             names: Sequence[str] = FEATURES) -> dict[str, np.ndarray]:
@@ -158,7 +181,55 @@ class Tokenizer:
         return batch
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """The text of token ids, without the special tokens unless told otherwise."""
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def decode_batch(self, sequences: Sequence[Sequence[int]] | np.ndarray,
+                     skip_special_tokens: bool = True) -> list[str]:
+        """``decode`` of each sequence of token ids (rows of a 2-D array or lists)."""
+        rows = sequences.tolist() if isinstance(sequences, np.ndarray) \
+            else [list(ids) for ids in sequences]
+        return self.backend.decode_batch(rows, skip_special_tokens=skip_special_tokens)
+
+    # -- the vocabulary ----------------------------------------------------------------------
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a token of the vocabulary (``"<extra_id_0>"``, ``"[MASK]"``), or None."""
+        return self.backend.token_to_id(token)
+
+    def special_token_id(self, role: str) -> int | None:
+        """The id of the special token of ``role`` as tokenizer_config.json names it
+        (``"eos_token"``, ``"bos_token"``, ``"mask_token"``…); None when the config names no
+        such token or the vocabulary lacks it."""
+        token = self.special_tokens.get(role)
+        return self.backend.token_to_id(token) if token else None
+
+    def special_ids(self) -> list[int]:
+        """The ids of the vocabulary's special tokens (``[CLS]``, ``[SEP]``, ``[PAD]``,
+        ``[MASK]``, ``</s>``…), ascending."""
+        return sorted(i for i, token in self.backend.get_added_tokens_decoder().items()
+                      if token.special)
+
+    @property
+    def mask_token(self) -> str | None:
+        """The masked-LM mask token: tokenizer_config.json's ``mask_token`` when the vocabulary
+        has it, else the one special token whose text says mask (``[MASK]``, ``<mask>``); None
+        when there is none, or several."""
+        token = self.special_tokens.get("mask_token")
+        if token is not None and self.backend.token_to_id(token) is not None:
+            return token
+        found = [t.content for t in self.backend.get_added_tokens_decoder().values()
+                 if t.special and "mask" in t.content.lower()]
+        return found[0] if len(found) == 1 else None
+
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids there are, added tokens included."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def num_special_tokens(self, pair: bool = False) -> int:
+        """How many special tokens ``encode`` adds to one text, or to a pair of texts."""
+        return self.backend.num_special_tokens_to_add(pair)
 
 
 def _hashable(item: Any) -> Any:
