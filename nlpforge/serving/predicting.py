@@ -37,7 +37,7 @@ class PredictorModel(ServedModel):
         self.tensor_inputs = list(predictor.input_names)
         config = _read_config(predictor.directory)
         self.vocab_size = int(config.get("vocab_size")
-                              or predictor.tokenizer.backend.get_vocab_size())
+                              or predictor.tokenizer.vocab_size)
         self.type_vocab_size = int(config.get("type_vocab_size") or 2)
         axes = predictor.manifest.get("io", {}).get("dynamic_axes", {})
         self.sequence_axes = {name: [int(a) for a, n in axes.get(name, {}).items()

@@ -17,9 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 import nlpforge
-from nlpforge import Field, ModelFamily, Option, Task
-from nlpforge.errors import DataError, UsageError
-from nlpforge.tasks import ENCODER_INPUTS, Signature, encoder_signature
+from nlpforge import (ENCODER_INPUTS, IGNORE_INDEX, DataError, Field, ModelFamily, Option,
+                      Signature, Task, UsageError, encoder_signature)
 from nlpforge_fill_mask.masking import (Recipe, Vocabulary, corrupt, eligible, evaluation_masks,
                                         training_choice, vocabulary)
 from nlpforge_fill_mask.scoring import fillers, masked_scores
@@ -143,7 +142,8 @@ class FillMask(Task):
         """Requests as they are; evaluation rows (no mask token) masked deterministically.
 
         Besides the model's features: ``window_row`` (the row of each window), ``target_ids``
-        (the original id of each masked evaluation token, -100 elsewhere) and ``is_request``.
+        (the original id of each masked evaluation token, ``IGNORE_INDEX`` elsewhere) and
+        ``is_request``.
         """
         vocab = self._vocabulary(tokenizer)
         texts = [row["text"] for row in rows]
@@ -185,7 +185,7 @@ class FillMask(Task):
         import torch
 
         labels = batch["labels"]
-        chosen = labels != -100
+        chosen = labels != IGNORE_INDEX
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         inner = getattr(model, "module", model)  # DistributedDataParallel keeps it here
         projection = inner.get_output_embeddings()
@@ -201,7 +201,7 @@ class FillMask(Task):
 
     def loss_units(self, batch: dict[str, Any]) -> int:
         """The masked tokens: the loss is their mean."""
-        return int((batch["labels"] != -100).sum())
+        return int((batch["labels"] != IGNORE_INDEX).sum())
 
     # -- head -------------------------------------------------------------------------------
 

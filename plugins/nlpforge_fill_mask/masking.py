@@ -15,17 +15,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nlpforge.errors import ModelDirError
-
-#: Label of a token the loss ignores (PyTorch's CrossEntropyLoss default).
-IGNORE = -100
+from nlpforge import IGNORE_INDEX, ModelDirError, Tokenizer
 
 
 @dataclass(frozen=True)
 class Vocabulary:
     """What masking needs to know about a tokenizer."""
 
-    tokenizer: Any
+    tokenizer: Tokenizer
     mask_token: str
     mask_id: int
     special_ids: np.ndarray      # never chosen: [CLS], [SEP], [PAD], [UNK], [MASK]…
@@ -41,30 +38,22 @@ class Recipe:
     random_share: float = 0.1
 
 
-def mask_token_of(tokenizer: Any) -> str:
-    """The tokenizer's own mask token: ``mask_token`` of tokenizer_config.json, else the one
-    special token whose name says mask (``[MASK]``, ``<mask>``)."""
-    backend = tokenizer.backend
-    token = getattr(tokenizer, "special_tokens", {}).get("mask_token")
-    if token is not None and backend.token_to_id(token) is not None:
-        return token
-    found = [t.content for t in backend.get_added_tokens_decoder().values()
-             if t.special and "mask" in t.content.lower()]
-    if len(found) != 1:
+def mask_token_of(tokenizer: Tokenizer) -> str:
+    """The tokenizer's own mask token (``Tokenizer.mask_token``); ModelDirError without one."""
+    token = tokenizer.mask_token
+    if token is None:
         raise ModelDirError("the tokenizer has no mask token (tokenizer_config.json sets no "
                             "mask_token); fill-mask needs a masked-LM tokenizer such as BERT's "
                             "([MASK]) or RoBERTa's (<mask>)")
-    return found[0]
+    return token
 
 
-def vocabulary(tokenizer: Any) -> Vocabulary:
-    backend = tokenizer.backend
+def vocabulary(tokenizer: Tokenizer) -> Vocabulary:
     token = mask_token_of(tokenizer)
-    special = sorted({i for i, t in backend.get_added_tokens_decoder().items() if t.special}
-                     | {tokenizer.pad_id})
-    size = backend.get_vocab_size(with_added_tokens=True)
-    replacement = np.setdiff1d(np.arange(size, dtype=np.int64), np.array(special, dtype=np.int64))
-    return Vocabulary(tokenizer, token, int(backend.token_to_id(token)),
+    special = sorted(set(tokenizer.special_ids()) | {tokenizer.pad_id})
+    replacement = np.setdiff1d(np.arange(tokenizer.vocab_size, dtype=np.int64),
+                               np.array(special, dtype=np.int64))
+    return Vocabulary(tokenizer, token, int(tokenizer.token_to_id(token)),
                       np.array(special, dtype=np.int64), replacement)
 
 
@@ -82,9 +71,9 @@ def corrupt(ids: np.ndarray, chosen: np.ndarray, vocab: Vocabulary, recipe: Reci
 
     ``rng`` is ``numpy.random`` (training) or a ``numpy.random.RandomState`` (evaluation):
     both offer ``random_sample`` and ``randint``. Labels hold the original id of each chosen
-    token and ``IGNORE`` elsewhere.
+    token and ``IGNORE_INDEX`` elsewhere.
     """
-    labels = np.where(chosen, ids, IGNORE).astype(np.int64)
+    labels = np.where(chosen, ids, IGNORE_INDEX).astype(np.int64)
     draw = rng.random_sample(int(chosen.sum()))
     rows, cols = np.nonzero(chosen)
     masked = draw < recipe.mask_share
@@ -126,7 +115,7 @@ def evaluation_masks(texts: Sequence[str], owners: np.ndarray, ids: np.ndarray,
     batch the row lands in, its order, or the runner.
     """
     out = ids.copy()
-    labels = np.full(ids.shape, IGNORE, dtype=np.int64)
+    labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
     for row, text in enumerate(texts):
         windows = np.flatnonzero(owners == row)
         if not windows.size:

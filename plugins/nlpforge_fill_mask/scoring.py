@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from nlpforge_fill_mask.masking import IGNORE, Vocabulary
+from nlpforge import IGNORE_INDEX
+from nlpforge_fill_mask.masking import Vocabulary
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -22,7 +23,7 @@ def masked_scores(logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarr
 
     Returns arrays over the chosen positions in row-major order, plus their window index.
     """
-    windows, cols = np.nonzero(targets != IGNORE)
+    windows, cols = np.nonzero(targets != IGNORE_INDEX)
     if not windows.size:
         empty = np.zeros(0)
         return {"window": windows, "nll": empty, "predicted": windows, "target": windows}

@@ -14,9 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 import nlpforge
-from nlpforge import Field, ModelFamily, Option, Task
-from nlpforge.errors import UsageError
-from nlpforge.tasks import ENCODER_INPUTS, Signature, encoder_signature
+from nlpforge import (ENCODER_INPUTS, Field, ModelFamily, Option, Signature, Task, UsageError,
+                      encoder_signature)
 from nlpforge_question_answering.answers import check_answers, parse_answers
 from nlpforge_question_answering.spans import RowSpans, Span, search_spans
 from nlpforge_question_answering.squad import squad_scores

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from nlpforge.errors import DataError
+from nlpforge import DataError
 
 FIELD = "answers"
 

@@ -14,13 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nlpforge.errors import DataError, UsageError
-from nlpforge.tasks import ENCODER_INPUTS
+from nlpforge import ENCODER_INPUTS, DataError, Tokenizer, UsageError
 
 CONTEXT = 1  # Encoding.sequence_ids of context tokens (the question is sequence 0)
 
 
-def split_windows(tokenizer: Any, questions: Sequence[str], contexts: Sequence[str],
+def split_windows(tokenizer: Tokenizer, questions: Sequence[str], contexts: Sequence[str],
                   stride: int) -> tuple[list[Any], list[int]]:
     """The windows of each (question, context) pair and the pair each window came from.
 
@@ -32,9 +31,8 @@ def split_windows(tokenizer: Any, questions: Sequence[str], contexts: Sequence[s
         raise UsageError(f"task option doc_stride={stride} needs windows of more than "
                          f"{2 * stride} tokens, but --max-length is {max_length}; set "
                          f"doc_stride below {max_length // 2} (e.g. {max_length // 3})")
-    special = tokenizer.backend.num_special_tokens_to_add(True)
-    lengths = [len(e.ids) for e in tokenizer.backend.encode_batch(list(questions),
-                                                                  add_special_tokens=False)]
+    special = tokenizer.num_special_tokens(pair=True)
+    lengths = [len(e.ids) for e in tokenizer.encode(list(questions), add_special_tokens=False)]
     longest = max_length - special - stride - 1
     for question, length in zip(questions, lengths):
         if length > longest:
@@ -46,7 +44,7 @@ def split_windows(tokenizer: Any, questions: Sequence[str], contexts: Sequence[s
     return tokenizer.encode_windows(list(questions), list(contexts), stride=stride)
 
 
-def window_features(tokenizer: Any, windows: Sequence[Any],
+def window_features(tokenizer: Tokenizer, windows: Sequence[Any],
                     owners: Sequence[int]) -> dict[str, np.ndarray]:
     """Padded token features plus ``window_row``, ``context_mask``, ``offsets``, ``cls_index``.
 

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-IGNORE = -100
+from nlpforge import IGNORE_INDEX
+
 INPUTS = ("input_ids", "attention_mask")
 #: model_type values of the T5 family: their checkpoints were trained with text prefixes.
 T5_TYPES = ("t5", "mt5", "umt5", "longt5", "t5gemma")
@@ -34,7 +35,7 @@ def encode_sources(texts: Sequence[str], tokenizer: Any) -> dict[str, np.ndarray
 def pad_labels(sequences: Sequence[Sequence[int]]) -> np.ndarray:
     """Token id lists → [rows, longest] int64, −100 after each row's end."""
     length = max((len(s) for s in sequences), default=0)
-    labels = np.full((len(sequences), length), IGNORE, dtype=np.int64)
+    labels = np.full((len(sequences), length), IGNORE_INDEX, dtype=np.int64)
     for i, ids in enumerate(sequences):
         labels[i, :len(ids)] = ids
     return labels

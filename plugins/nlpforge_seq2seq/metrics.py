@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from nlpforge.errors import UsageError
+from nlpforge import UsageError
 from nlpforge.metrics import perplexity, target_nll
 
 __all__ = ["bleu_chrf", "exact_match", "perplexity", "rouge", "target_nll"]

@@ -14,8 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nlpforge import Field, Option, Task
-from nlpforge.errors import UsageError
+from nlpforge import IGNORE_INDEX, Field, Option, Task, Tokenizer, UsageError
 
 from nlpforge_seq2seq import metrics as m
 from nlpforge_seq2seq.encoding import INPUTS, pad_labels
@@ -68,7 +67,6 @@ class SpanCorruption(Text2TextGeneration):
         sentinels (a hub model is checked at the first batch)."""
         from pathlib import Path
 
-        from nlpforge.runtime.tokenizer import Tokenizer
         from nlpforge_seq2seq.span_corruption import sentinel_ids
 
         if (Path(base) / "tokenizer.json").is_file():
@@ -91,7 +89,7 @@ class SpanCorruption(Text2TextGeneration):
             sources.append(source)
             targets.append(target)
         ids = pad_labels(sources)
-        mask = (ids != -100).astype(np.int64)
+        mask = (ids != IGNORE_INDEX).astype(np.int64)
         ids[mask == 0] = tokenizer.pad_id
         return {"input_ids": ids, "attention_mask": mask, "labels": pad_labels(targets)}
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nlpforge.errors import UsageError
+from nlpforge import Tokenizer, UsageError
 
 SENTINEL = "<extra_id_{}>"
 
@@ -49,12 +49,12 @@ def random_spans_noise_mask(length: int, noise_density: float, mean_noise_span_l
     return (np.cumsum(indicator) % 2 == 1)[:length]
 
 
-def sentinel_ids(tokenizer: Any, needed: int) -> list[int]:
+def sentinel_ids(tokenizer: Tokenizer, needed: int) -> list[int]:
     """Ids of ``<extra_id_0>`` … ``<extra_id_{needed-1}>``; UsageError when the vocabulary lacks
     them (span corruption needs a T5-style tokenizer)."""
     ids = []
     for i in range(max(needed, 1)):
-        token_id = tokenizer.backend.token_to_id(SENTINEL.format(i))
+        token_id = tokenizer.token_to_id(SENTINEL.format(i))
         if token_id is None:
             if i == 0:
                 raise UsageError("span-corruption needs a tokenizer with T5's sentinel tokens "
@@ -67,7 +67,7 @@ def sentinel_ids(tokenizer: Any, needed: int) -> list[int]:
     return ids
 
 
-def corrupt(tokens: Sequence[int], eos_id: int | None, tokenizer: Any, noise_density: float,
+def corrupt(tokens: Sequence[int], eos_id: int | None, tokenizer: Tokenizer, noise_density: float,
             mean_noise_span_length: float, rng: Any = np.random) -> tuple[list[int], list[int]]:
     """Content token ids (no special tokens) → (input ids, target ids), both ending with EOS."""
     tokens = np.asarray(tokens, dtype=np.int64)

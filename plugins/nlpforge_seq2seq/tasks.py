@@ -17,13 +17,11 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from nlpforge import Field, ModelFamily, Option, Task
-from nlpforge.errors import DataError
+from nlpforge import IGNORE_INDEX, DataError, Field, ModelFamily, Option, Task
 from nlpforge.metrics import nll_predictions
 
 from nlpforge_seq2seq import metrics as m
-from nlpforge_seq2seq.encoding import (IGNORE, encode_sources, first_present, is_t5, pad_labels,
-                                       target_ids)
+from nlpforge_seq2seq.encoding import encode_sources, first_present, is_t5, pad_labels, target_ids
 
 
 class Text2TextGeneration(Task):
@@ -118,7 +116,7 @@ class Text2TextGeneration(Task):
 
     def loss_units(self, batch: dict[str, Any]) -> int:
         """Target tokens: transformers' seq2seq loss is a mean over them."""
-        return int((batch["labels"] != IGNORE).sum())
+        return int((batch["labels"] != IGNORE_INDEX).sum())
 
     # -- head -------------------------------------------------------------------------------
 
@@ -151,7 +149,7 @@ class Text2TextGeneration(Task):
         logits = model(**inputs, labels=labels).logits.float()
         safe = labels.clamp(min=0)
         nll = -torch.log_softmax(logits, dim=-1).gather(-1, safe[..., None])[..., 0]
-        return {"token_nll": torch.where(labels == IGNORE, torch.zeros_like(nll), nll)}
+        return {"token_nll": torch.where(labels == IGNORE_INDEX, torch.zeros_like(nll), nll)}
 
     # -- outputs ----------------------------------------------------------------------------
 
@@ -165,7 +163,7 @@ class Text2TextGeneration(Task):
         labels = outputs["labels"]
         if "token_nll" in outputs:
             nll = outputs["token_nll"].astype(np.float64).sum(axis=-1)
-            count = (labels != IGNORE).sum(axis=-1)
+            count = (labels != IGNORE_INDEX).sum(axis=-1)
         else:
             nll, count = m.target_nll(outputs["logits"], labels)
         return nll_predictions(nll, count)

@@ -11,10 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 import nlpforge
-from nlpforge import Field, ModelFamily, Option, Task
-from nlpforge.errors import DataError, UsageError
+from nlpforge import ENCODER_INPUTS, DataError, Field, ModelFamily, Option, Task, UsageError
 from nlpforge.metrics import classification_report, multilabel_report, sigmoid, softmax
-from nlpforge.tasks import ENCODER_INPUTS
 
 NLPFORGE_PLUGIN_API = 1
 

@@ -18,11 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 
 import nlpforge
-from nlpforge import Field, ModelFamily, Option, Task
-from nlpforge.errors import DataError, UsageError
+from nlpforge import IGNORE_INDEX, DataError, Field, ModelFamily, Option, Task, UsageError
 from nlpforge_text_generation.chat import check_messages
-from nlpforge_text_generation.features import (IGNORE, chat_prompt, kind, pad_left, pad_right,
-                                               sequences, untruncated)
+from nlpforge_text_generation.features import chat_prompt, kind, pad_left, pad_right, sequences
 from nlpforge_text_generation.scoring import perplexity, row_scores
 
 NLPFORGE_PLUGIN_API = 1
@@ -120,14 +118,15 @@ class TextGeneration(Task):
     def prompt_features(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
         """Requests → left-padded ``input_ids``/``attention_mask`` for generation. A long
         prompt keeps its last ``max_length`` tokens (the end is what gets continued)."""
-        backend = untruncated(tokenizer)
         prompts = []
         for row in rows:
             if kind(row) == "messages":
                 text = chat_prompt(tokenizer, row["messages"])
-                prompts.append(backend.encode(text, add_special_tokens=False).ids)
+                (encoding,) = tokenizer.encode([text], truncate=False, add_special_tokens=False)
             else:
-                prompts.append(backend.encode(row.get("prompt") or row.get("text") or "").ids)
+                text = row.get("prompt") or row.get("text") or ""
+                (encoding,) = tokenizer.encode([text], truncate=False)
+            prompts.append(encoding.ids)
         return pad_left([p[-tokenizer.max_length:] for p in prompts], tokenizer.pad_id)
 
     # -- head (torch) -----------------------------------------------------------------------
@@ -145,14 +144,14 @@ class TextGeneration(Task):
     def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
         """The head's token-averaged loss; zero (with a graph) when truncation left a batch
         without targets, where the head would return NaN."""
-        if not bool((batch["labels"][:, 1:] != IGNORE).any()):
+        if not bool((batch["labels"][:, 1:] != IGNORE_INDEX).any()):
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             return model(**inputs).logits.sum() * 0.0
         return model(**batch).loss
 
     def loss_units(self, batch: dict[str, Any]) -> int:
         """Target tokens: the head averages its loss over them."""
-        return int((batch["labels"][:, 1:] != IGNORE).sum())
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
     # -- outputs (torch-free) ---------------------------------------------------------------
 

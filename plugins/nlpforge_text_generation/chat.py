@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
-from nlpforge.errors import DataError
+from nlpforge import DataError
 
 ROLES = ("system", "user", "assistant", "tool")
 

@@ -13,36 +13,16 @@ transformers' causal-LM heads shift themselves.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
-from tokenizers import Tokenizer as Backend
 
-from nlpforge.errors import DataError
+from nlpforge import IGNORE_INDEX, DataError, Tokenizer
 from nlpforge_text_generation.chat import assistant_spans, render
 
-IGNORE = -100
 
-
-def untruncated(tokenizer: Any) -> Backend:
-    """A copy of the tokenizer's backend without truncation (texts are cut into blocks here)."""
-    cached = tokenizer.__dict__.get("_untruncated")
-    if cached is None:
-        cached = Backend.from_str(tokenizer.backend.to_str())
-        cached.no_truncation()
-        cached.no_padding()
-        tokenizer.__dict__["_untruncated"] = cached
-    return cached
-
-
-def special_id(tokenizer: Any, role: str) -> int | None:
-    """The id of the tokenizer's ``eos_token``/``bos_token``, or None."""
-    token = getattr(tokenizer, "special_tokens", {}).get(role)
-    return tokenizer.backend.token_to_id(token) if token else None
-
-
-def chat_template(tokenizer: Any) -> str:
-    template = getattr(tokenizer, "chat_template", None)
+def chat_template(tokenizer: Tokenizer) -> str:
+    template = tokenizer.chat_template
     if not template:
         raise DataError("rows with 'messages' need a tokenizer with a chat template, and this "
                         "model's tokenizer has none (add chat_template.jinja to the base model "
@@ -50,39 +30,39 @@ def chat_template(tokenizer: Any) -> str:
     return template
 
 
-def text_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+def text_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Each text with the tokenizer's special tokens (a BOS where it adds one), then EOS."""
-    eos = special_id(tokenizer, "eos_token")
-    encodings = untruncated(tokenizer).encode_batch(list(texts))
+    eos = tokenizer.special_token_id("eos_token")
+    encodings = tokenizer.encode(list(texts), truncate=False)
     return [e.ids + ([eos] if eos is not None else []) for e in encodings]
 
 
-def pair_ids(tokenizer: Any, row: dict) -> tuple[list[int], list[int]]:
+def pair_ids(tokenizer: Tokenizer, row: dict) -> tuple[list[int], list[int]]:
     """Prompt (with the tokenizer's special tokens) + completion + EOS; labels on the
     completion and EOS only."""
-    backend = untruncated(tokenizer)
-    prompt = backend.encode(row["prompt"]).ids
-    completion = backend.encode(row["completion"], add_special_tokens=False).ids
-    eos = special_id(tokenizer, "eos_token")
+    prompt = tokenizer.encode([row["prompt"]], truncate=False)[0].ids
+    completion = tokenizer.encode([row["completion"]], truncate=False,
+                                  add_special_tokens=False)[0].ids
+    eos = tokenizer.special_token_id("eos_token")
     completion = completion + ([eos] if eos is not None else [])
-    return prompt + completion, [IGNORE] * len(prompt) + completion
+    return prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
 
 
-def chat_ids(tokenizer: Any, row: dict) -> tuple[list[int], list[int]]:
+def chat_ids(tokenizer: Tokenizer, row: dict) -> tuple[list[int], list[int]]:
     """The rendered conversation; labels on the tokens of assistant turns."""
-    special = getattr(tokenizer, "special_tokens", {})
-    text, spans = assistant_spans(chat_template(tokenizer), row["messages"], special)
-    encoding = untruncated(tokenizer).encode(text, add_special_tokens=False)
+    text, spans = assistant_spans(chat_template(tokenizer), row["messages"],
+                                  tokenizer.special_tokens)
+    (encoding,) = tokenizer.encode([text], truncate=False, add_special_tokens=False)
     labels = []
     for token, (start, _) in zip(encoding.ids, encoding.offsets):
         inside = any(a <= start < b for a, b in spans)
-        labels.append(token if inside else IGNORE)
+        labels.append(token if inside else IGNORE_INDEX)
     return encoding.ids, labels
 
 
-def chat_prompt(tokenizer: Any, messages: Sequence[dict]) -> str:
+def chat_prompt(tokenizer: Tokenizer, messages: Sequence[dict]) -> str:
     """A conversation rendered up to the assistant's next turn (for generation)."""
-    return render(chat_template(tokenizer), messages, getattr(tokenizer, "special_tokens", {}),
+    return render(chat_template(tokenizer), messages, tokenizer.special_tokens,
                   add_generation_prompt=True)
 
 
@@ -96,7 +76,7 @@ def kind(row: dict) -> str:
     return "prompt"
 
 
-def sequences(tokenizer: Any, rows: Sequence[dict], max_length: int, blocks: bool,
+def sequences(tokenizer: Tokenizer, rows: Sequence[dict], max_length: int, blocks: bool,
               windows: bool) -> tuple[list[list[int]], list[list[int]], list[int]]:
     """Token ids, labels and the row each sequence came from.
 
@@ -144,7 +124,7 @@ def pad_right(ids: list[list[int]], labels: list[list[int]],
     length = max((len(s) for s in ids), default=0)
     out = {"input_ids": np.full((len(ids), length), pad_id, dtype=np.int64),
            "attention_mask": np.zeros((len(ids), length), dtype=np.int64),
-           "labels": np.full((len(ids), length), IGNORE, dtype=np.int64)}
+           "labels": np.full((len(ids), length), IGNORE_INDEX, dtype=np.int64)}
     for r, (seq, lab) in enumerate(zip(ids, labels)):
         out["input_ids"][r, :len(seq)] = seq
         out["attention_mask"][r, :len(seq)] = 1

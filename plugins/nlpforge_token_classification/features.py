@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from nlpforge.tasks import ENCODER_INPUTS
+from nlpforge import ENCODER_INPUTS, IGNORE_INDEX
 from nlpforge_token_classification.tags import continuation_tag
 from nlpforge_token_classification.words import Words
 
-IGNORE = -100  # the label cross-entropy skips (PyTorch's ignore_index)
+#: The former name of ``nlpforge.IGNORE_INDEX`` (tests/test_token_classification.py imports it).
+IGNORE = IGNORE_INDEX
 
 
 def window_stride(stride: int, max_length: int) -> int:
@@ -61,7 +62,7 @@ def encode_words(inputs: Sequence[Words], tokenizer: Any, stride: int) -> tuple[
 
 def align_labels(features: dict[str, np.ndarray], tags: Sequence[Sequence[str]],
                  index: dict[str, int], label_all_tokens: bool) -> np.ndarray:
-    """Sub-token labels of each window: the word's tag on its first sub-token, ``IGNORE``
+    """Sub-token labels of each window: the word's tag on its first sub-token, ``IGNORE_INDEX``
     elsewhere; with ``label_all_tokens``, later sub-tokens get ``continuation_tag``.
 
     A word's first sub-token is the one that starts earliest in the word, so a word split
@@ -74,7 +75,7 @@ def align_labels(features: dict[str, np.ndarray], tags: Sequence[Sequence[str]],
         start = int(spans[k, p, 0])
         if start < first_start.get(key, start + 1):
             first_start[key] = start
-    labels = np.full(word_ids.shape, IGNORE, dtype=np.int64)
+    labels = np.full(word_ids.shape, IGNORE_INDEX, dtype=np.int64)
     for k, p in zip(*np.nonzero(word_ids >= 0)):
         row, word = int(owners[k]), int(word_ids[k, p])
         tag = tags[row][word]

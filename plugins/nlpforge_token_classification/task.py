@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from nlpforge import Field, ModelFamily, Option, Task
-from nlpforge.errors import DataError, UsageError
-from nlpforge.tasks import encoder_signature
+from nlpforge import (IGNORE_INDEX, DataError, Field, ModelFamily, Option, Task, UsageError,
+                      encoder_signature)
 from nlpforge_token_classification.decode import STRATEGIES, decode_row, merge_windows
-from nlpforge_token_classification.features import IGNORE, align_labels, encode_words
+from nlpforge_token_classification.features import align_labels, encode_words
 from nlpforge_token_classification.metrics import entity_report
 from nlpforge_token_classification.tags import (
     BIOES,
@@ -138,7 +137,7 @@ class TokenClassification(Task):
 
     def loss_units(self, batch: dict[str, Any]) -> int:
         """Labelled sub-tokens: the head's loss is their mean."""
-        return int((batch["labels"] != IGNORE).sum())
+        return int((batch["labels"] != IGNORE_INDEX).sum())
 
     # -- head -------------------------------------------------------------------------------
 

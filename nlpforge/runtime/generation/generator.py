@@ -171,7 +171,7 @@ class Generator:
                         first_row: int) -> list[str]:
         result = self.search(rows, config, first_row)
         stops = StopStrings(config.stop_strings)
-        decoded = self.tokenizer.backend.decode_batch(
+        decoded = self.tokenizer.decode_batch(
             [result.new_tokens(i).tolist() for i in range(len(result.lengths))],
             skip_special_tokens=True)
         return [stops.cut(text) for text in decoded]
@@ -234,7 +234,7 @@ class Generator:
         if not stops:
             return None
         window = stops.token_window()
-        decode_batch = self.tokenizer.backend.decode_batch
+        decode_batch = self.tokenizer.decode_batch
 
         def check(sequences: np.ndarray, start: int) -> np.ndarray:
             tail = sequences[:, max(start, sequences.shape[1] - window):]

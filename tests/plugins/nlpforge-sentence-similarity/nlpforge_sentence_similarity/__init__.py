@@ -17,9 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 import nlpforge
-from nlpforge import Field, ModelFamily, Option, Task
-from nlpforge.errors import DataError, UsageError
-from nlpforge.tasks import ENCODER_INPUTS, Signature, encoder_signature
+from nlpforge import (ENCODER_INPUTS, DataError, Field, ModelFamily, Option, Signature, Task,
+                      UsageError, encoder_signature)
 
 NLPFORGE_PLUGIN_API = 1
 LOSSES = ("cosine_mse", "cosent")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from nlpforge.errors import ModelDirError
+from nlpforge import ModelDirError
 
 HEAD_CONFIG = "similarity_head.json"
 WEIGHTS = "model.safetensors"

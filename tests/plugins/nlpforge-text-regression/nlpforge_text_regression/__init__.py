@@ -9,10 +9,9 @@ import click
 import numpy as np
 
 import nlpforge
-from nlpforge import Field, ModelFamily, Task
+from nlpforge import ENCODER_INPUTS, Field, ModelFamily, Task
 
 NLPFORGE_PLUGIN_API = 1
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the encoder takes
 
 
 class TextRegression(Task):
@@ -25,7 +24,7 @@ class TextRegression(Task):
     greater_is_better = False
 
     def encode(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
-        return tokenizer.pad(tokenizer.encode([r["text"] for r in rows]), INPUTS)
+        return tokenizer.pad(tokenizer.encode([r["text"] for r in rows]), ENCODER_INPUTS)
 
     def targets(self, rows: Sequence[dict]) -> dict[str, np.ndarray]:
         return {"labels": np.array([float(r["score"]) for r in rows], dtype=np.float32)}
@@ -65,9 +64,7 @@ def register_commands(cli):
     @click.argument("data")
     def stats(data: str) -> None:
         """Count, mean, min and max of the scores in a data file."""
-        from nlpforge.data import read_dataset
-
-        rows = read_dataset(data, TextRegression()).rows
+        rows = nlpforge.read_dataset(data, TextRegression()).rows
         scores = np.array([float(r["score"]) for r in rows])
         click.echo(json.dumps({"rows": len(rows), "mean": float(scores.mean()),
                                "min": float(scores.min()), "max": float(scores.max())}))
