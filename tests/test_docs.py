@@ -56,6 +56,57 @@ def test_every_task_member_is_documented_with_its_signature():
         assert f"`{name}`" in guide, name
 
 
+def test_every_tokenizer_member_is_documented_with_its_signature():
+    from nlpforge import Tokenizer
+    from nlpforge.testing import wordpiece_tokenizer
+
+    section = (ROOT / "docs" / "plugins.md").read_text().split("### The tokenizer", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    methods = [f for name, f in inspect.getmembers(Tokenizer, callable)
+               if not name.startswith("_")]
+    assert {"encode", "decode_batch", "token_to_id", "special_token_id", "special_ids",
+            "num_special_tokens"} <= {f.__name__ for f in methods}
+    for function in methods:
+        assert f"`{_signature(function)}`" in section, _signature(function)
+    properties = [name for name, _ in inspect.getmembers(Tokenizer, inspect.isdatadescriptor)
+                  if not name.startswith("_")]
+    attributes = [name for name in vars(wordpiece_tokenizer()) if not name.startswith("_")]
+    assert {"mask_token", "vocab_size"} <= set(properties)
+    assert {"backend", "max_length", "pad_id", "special_tokens"} <= set(attributes)
+    for name in properties + attributes:
+        assert f"`{name}`" in section, name
+
+
+def test_every_export_of_nlpforge_is_documented():
+    import nlpforge
+
+    reference = (ROOT / "docs" / "plugins.md").read_text()
+    section = reference.split("### What `nlpforge` exports", 1)[1].split("\n### ", 1)[0]
+    for name in nlpforge.__all__:
+        if name != "__version__":
+            assert f"`{name}`" in section or f"`{name}(" in section, name
+
+
+def test_plugins_import_nlpforge_from_its_public_names_only():
+    """What plugins.md says: a plugin imports ``nlpforge`` and ``nlpforge.metrics``, nothing
+    deeper (the built-in plugins, the example plugins and the new-plugin template)."""
+    import re
+
+    allowed = {"nlpforge", "nlpforge.metrics"}
+    files = [*(ROOT / "plugins").rglob("*.py"),
+             *(ROOT / "tests" / "plugins").glob("*/nlpforge_*/*.py"),
+             ROOT / "nlpforge" / "scaffold" / "templates" / "task.py.tmpl"]
+    assert len(files) > 20
+    module = r"(nlpforge(?:\.\w+)*)"
+    imports = re.compile(rf"^\s*(?:from\s+{module}\s+import|import\s+{module})", re.M)
+    found = [f"{path.relative_to(ROOT)}: {name}"
+             for path in files
+             for match in imports.finditer(path.read_text(encoding="utf-8"))
+             for name in [match.group(1) or match.group(2)]
+             if name not in allowed]
+    assert not found, "\n".join(found)
+
+
 def test_plugin_guide_states_the_api_version_fixtures_and_manifest():
     from nlpforge.manifest import _REQUIRED
     from nlpforge.testing import pytest_plugin

@@ -129,3 +129,146 @@ def test_predictor_tokenizes_each_row_once(exported):
     assert [p["label"] for p in sorted_once] == [p["label"] for p in one_batch]
     np.testing.assert_allclose([p["score"] for p in sorted_once],
                                [p["score"] for p in one_batch], atol=1e-5)
+
+
+# -- the members plugins use (docs/plugins.md, "The tokenizer") -------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """(ours, transformers') for the packaged MiniLM: a real BERT WordPiece vocabulary."""
+    from transformers import AutoTokenizer
+
+    return (Tokenizer.from_dir(minilm_dir(), max_length=16),
+            AutoTokenizer.from_pretrained(minilm_dir()))
+
+
+@pytest.fixture(scope="module")
+def byte_bpe(tmp_path_factory):
+    """A GPT-2-style tokenizer: byte-level BPE, an end-of-text token, no mask token."""
+    from nlpforge.testing.decoders import train_byte_bpe_tokenizer
+
+    directory = train_byte_bpe_tokenizer(tmp_path_factory.mktemp("bpe") / "tok",
+                                         bos="<|endoftext|>", eos="<|endoftext|>", pad="<|pad|>")
+    return directory
+
+
+def test_vocabulary_lookups_match_transformers(minilm):
+    ours, hf = minilm
+    for token in ("[MASK]", "[CLS]", "the", "##ing"):
+        assert ours.token_to_id(token) == hf.convert_tokens_to_ids(token) is not None
+    assert ours.token_to_id("<extra_id_0>") is None
+    assert ours.vocab_size == len(hf) == 30522
+    assert ours.special_ids() == sorted(set(hf.all_special_ids)) == [0, 100, 101, 102, 103]
+    assert ours.special_token_id("mask_token") == hf.mask_token_id == 103
+    assert ours.special_token_id("cls_token") == hf.cls_token_id
+    assert ours.special_token_id("eos_token") is None and hf.eos_token_id is None
+    assert ours.mask_token == hf.mask_token == "[MASK]"
+    for pair in (False, True):
+        assert ours.num_special_tokens(pair) == hf.num_special_tokens_to_add(pair) == 2 + pair
+
+
+def test_decoder_tokenizer_lookups_match_transformers(byte_bpe):
+    from transformers import AutoTokenizer
+
+    ours = Tokenizer.from_dir(byte_bpe, max_length=32)
+    hf = AutoTokenizer.from_pretrained(byte_bpe)
+    assert ours.special_token_id("eos_token") == hf.eos_token_id is not None
+    assert ours.special_token_id("bos_token") == hf.bos_token_id
+    assert ours.special_token_id("pad_token") == hf.pad_token_id == ours.pad_id
+    assert ours.special_ids() == sorted(set(hf.all_special_ids))
+    assert ours.vocab_size == len(hf)
+    assert ours.mask_token is None  # no masked-LM token: fill-mask refuses this tokenizer
+    assert ours.num_special_tokens() == hf.num_special_tokens_to_add() == 0
+
+
+def test_mask_token_falls_back_to_the_one_special_mask_token(tmp_path, tiny_bert):
+    (tmp_path / "tokenizer.json").write_text((tiny_bert / "tokenizer.json").read_text())
+    config = json.loads((tiny_bert / "tokenizer_config.json").read_text())
+    config.pop("mask_token", None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    tok = Tokenizer.from_dir(tmp_path, max_length=16)
+    assert "mask_token" not in tok.special_tokens
+    assert tok.mask_token == "[MASK]" and tok.special_token_id("mask_token") is None
+    tok.backend.add_special_tokens(["<mask>"])  # two candidates: none is the mask token
+    assert tok.mask_token is None
+
+
+def test_added_special_tokens_are_looked_up(tiny_bert):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer.from_dir(tiny_bert, max_length=16)
+    tok.backend.add_special_tokens([f"<extra_id_{i}>" for i in range(3)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok.backend)
+    ids = [tok.token_to_id(f"<extra_id_{i}>") for i in range(3)]
+    assert ids == hf.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(3)])
+    assert ids == list(range(tok.vocab_size - 3, tok.vocab_size))
+    assert set(ids) <= set(tok.special_ids())
+
+
+def test_encode_without_special_tokens_or_truncation_matches_transformers(minilm):
+    ours, hf = minilm
+    texts = TEXTS[:4]
+    plain = ours.encode(texts, add_special_tokens=False)
+    want = hf(texts, add_special_tokens=False, truncation=True, max_length=16)["input_ids"]
+    assert [e.ids for e in plain] == want
+    assert max(len(e.ids) for e in plain) == 16
+    whole = ours.encode(texts, truncate=False)
+    assert [e.ids for e in whole] == hf(texts)["input_ids"]
+    assert len(whole[3].ids) > 100
+    bare = ours.encode(texts, add_special_tokens=False, truncate=False)
+    assert [e.ids for e in bare] == hf(texts, add_special_tokens=False)["input_ids"]
+    # the shared settings are untouched: the default still truncates
+    assert [len(e.ids) for e in ours.encode(texts)] == [len(i) for i in hf(
+        texts, truncation=True, max_length=16)["input_ids"]]
+    assert ours.backend.truncation["max_length"] == 16
+
+
+def test_reuse_keeps_each_kind_of_encoding_apart(tiny_bert):
+    tok = Tokenizer.from_dir(tiny_bert, max_length=8, pad_id=0)
+    text = ["the cat sat on the mat " * 4]
+    want = {(special, cut): tok.encode(text, add_special_tokens=special, truncate=cut)[0].ids
+            for special in (True, False) for cut in (True, False)}
+    assert len({tuple(ids) for ids in want.values()}) == 4
+    with tok.reuse():
+        for (special, cut), ids in want.items():
+            assert tok.encode(text, add_special_tokens=special, truncate=cut)[0].ids == ids
+        assert tok.encode(text)[0] is tok.encode(text)[0]
+
+
+def test_decode_batch_matches_transformers(minilm):
+    ours, hf = minilm
+    ids = [e.ids for e in ours.encode(TEXTS[:3] + [TEXTS[4]])]
+    width = max(len(i) for i in ids)
+    for skip in (True, False):
+        want = hf.batch_decode(ids, skip_special_tokens=skip)
+        assert ours.decode_batch(ids, skip_special_tokens=skip) == want
+        assert [ours.decode(i, skip_special_tokens=skip) for i in ids] == want
+    array = np.array([i + [0] * (width - len(i)) for i in ids], dtype=np.int64)
+    assert ours.decode_batch(array) == hf.batch_decode(array.tolist(), skip_special_tokens=True)
+    assert ours.decode_batch([]) == []
+
+
+def test_nlpforge_exports_the_tokenizer():
+    import nlpforge
+
+    assert nlpforge.Tokenizer is Tokenizer and "Tokenizer" in nlpforge.__all__
+
+
+def test_plugins_use_the_tokenizers_methods_only():
+    """No plugin reads the raw ``backend`` or stores attributes on the tokenizer: what they
+    need is a documented ``Tokenizer`` member."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = [*(root / "plugins").rglob("*.py"), *(root / "tests" / "plugins").rglob("*.py"),
+             *(root / "nlpforge" / "scaffold" / "templates").glob("*.tmpl")]
+    assert len(files) > 20
+    forbidden = re.compile(r"\.backend\b|tokenizer\.__dict__|setattr\(\s*tokenizer\b"
+                           r"|\btokenizer\.\w+(\[[^\]]*\])?\s*(=(?!=)|\+=)")
+    found = [f"{path.relative_to(root)}:{n}: {line.strip()}"
+             for path in files
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if forbidden.search(line)]
+    assert not found, "\n".join(found)
