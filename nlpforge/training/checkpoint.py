@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from nlpforge.training.state import STATE_NAME, Best, TrainerState
+
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 
@@ -62,19 +64,22 @@ def _atomic_write_dir(target: Path, write) -> None:
         raise
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: Any,
-                    scheduler: Any, scaler: Any, state: dict[str, Any], keep: int) -> Path:
-    """Write ``checkpoints/step-N`` atomically and keep only the newest ``keep`` of them."""
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                    scaler: Any, state: TrainerState, generator_state: torch.Tensor,
+                    keep: int) -> Path:
+    """Write ``checkpoints/step-N`` (N: ``state.step``) atomically and keep only the newest
+    ``keep`` of them. ``generator_state`` is the data-order generator's state that redraws
+    the epoch the run is in."""
     root = run_dir / CHECKPOINTS
-    target = root / f"step-{step}"
+    target = root / f"step-{state.step}"
 
     def write(tmp: Path) -> None:
         save_file(_weights(model), str(tmp / "model.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None,
-                    "rng": rng_state(), "generator": state.pop("generator_state")},
+                    "rng": rng_state(), "generator": generator_state},
                    tmp / "training_state.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+        state.write(tmp / STATE_NAME)
 
     _atomic_write_dir(target, write)
     for old in list_checkpoints(run_dir)[:-keep]:
@@ -82,7 +87,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     return target
 
 
-def save_best(run_dir: Path, model: torch.nn.Module, record: dict[str, Any]) -> None:
+def save_best(run_dir: Path, model: torch.nn.Module, record: Best) -> None:
     def write(tmp: Path) -> None:
         save_file(_weights(model), str(tmp / "model.safetensors"))
         (tmp / "best.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -95,7 +100,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     steps = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")
-             and p.name[5:].isdigit() and (p / "trainer_state.json").is_file()]
+             and p.name[5:].isdigit() and (p / STATE_NAME).is_file()]
     return sorted(steps, key=lambda p: int(p.name[5:]))
 
 
@@ -104,8 +109,8 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     model.load_state_dict(state)
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_checkpoint(path: Path) -> tuple[TrainerState, dict[str, Any]]:
     """The trainer state (JSON) and the torch states of a checkpoint."""
-    state = json.loads((path / "trainer_state.json").read_text())
+    state = TrainerState.read(path / STATE_NAME)
     torch_state = torch.load(path / "training_state.pt", weights_only=False)
     return state, torch_state

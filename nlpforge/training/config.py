@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from nlpforge.errors import UsageError
 
@@ -75,10 +75,12 @@ class TrainConfig:
     progress: bool = True
     overwrite: bool = False
 
-    def check(self) -> None:
-        """Refuse invalid values before any work, naming the option."""
+    def check(self, given: Collection[str] = ()) -> None:
+        """Refuse invalid values before any work, naming the option. ``given`` names the
+        settings among ``task``, ``train`` and ``validation`` supplied another way (a Task
+        object, rows in memory: ``train(config, task=..., train_rows=...)``)."""
         for name in ("task", "model", "train", "output"):
-            if not getattr(self, name):
+            if not getattr(self, name) and name not in given:
                 raise UsageError(f"--{name} is required")
         positive = ("epochs", "batch_size", "eval_batch_size", "lr", "gradient_accumulation_steps",
                     "logging_steps", "save_total_limit")
@@ -106,7 +108,7 @@ class TrainConfig:
                                  f"got {getattr(self, name)!r}")
         if self.eval_strategy == "steps" and not self.eval_steps:
             raise UsageError("--eval-strategy steps needs --eval-steps N")
-        if self.early_stopping_patience and not self.validation:
+        if self.early_stopping_patience and not (self.validation or "validation" in given):
             raise UsageError("--early-stopping-patience needs --validation data")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")

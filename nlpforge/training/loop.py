@@ -1,49 +1,48 @@
 """The trainer every task shares: accumulation, mixed precision, evaluation, early stopping,
-checkpoints and resume, graceful stop, and DistributedDataParallel under torchrun."""
+checkpoints and resume, graceful stop, and DistributedDataParallel under torchrun.
+
+``train(config)`` trains a registered task on data files (``nlpforge train``);
+``train(config, task=..., train_rows=..., validation_rows=...)`` trains a Task instance or class
+on rows in memory. Both write the same run dir.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
-import json
 import math
-import os
-import random
-import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-import numpy as np
 import torch
 
-from nlpforge.atomic import check_output
-from nlpforge.data import read_dataset
 from nlpforge.errors import NlpforgeError, UsageError
 from nlpforge.families import family
-from nlpforge.manifest import MANIFEST_NAME, new_manifest, write_manifest
 from nlpforge.metrics import IGNORE_INDEX
-from nlpforge.plugins import get_plugin_manager
-from nlpforge.runtime.batching import predict_rows, row_size
+from nlpforge.runtime.batching import row_size
 from nlpforge.runtime.tokenizer import FEATURES, Tokenizer
 from nlpforge.training import checkpoint as ckpt
 from nlpforge.training import distributed as dist
 from nlpforge.training.adapters import adapt_model, merged
 from nlpforge.training.batches import epoch_batches, split_by_length
 from nlpforge.training.config import TrainConfig
-from nlpforge.training.models import (load_base_model, load_base_tokenizer, quiet_transformers,
-                                      torch_runner)
+from nlpforge.training.inputs import TaskArg, load_rows, python_config, resolve_task
+from nlpforge.training.models import load_base_model, load_base_tokenizer, quiet_transformers
 from nlpforge.training.optim import linear_schedule, make_optimizer, make_scheduler
 from nlpforge.training.progress import TrainLog
+from nlpforge.training.rundir import (check_run_dir, create_run_dir, finish_run_dir,
+                                      resume_config, run_manifest)
 from nlpforge.training.signals import StopRequest
+from nlpforge.training.state import Best, Evaluation, TrainerState
+from nlpforge.training.steps import (backward_micro_batches, evaluate_rows, model_inputs,
+                                     resolve_device, seed_everything, to_torch)
 
-__all__ = ["TrainConfig", "train", "Interrupted", "linear_schedule", "make_optimizer"]
-CONFIG_NAME = "train_config.json"
-#: Settings that may differ when a run is resumed (they do not change the weights).
-MAY_CHANGE_ON_RESUME = {"eval_batch_size", "logging_steps", "save_steps", "save_total_limit",
-                        "tensorboard", "validation", "early_stopping_patience"}
+# Besides train() and Trainer: what tests, tools and the CLI import from here.
+__all__ = ["TrainConfig", "train", "Trainer", "Interrupted", "resume_config", "linear_schedule",
+           "make_optimizer", "backward_micro_batches", "evaluate_rows", "model_inputs",
+           "to_torch"]
 
 
 class Interrupted(NlpforgeError):
@@ -54,148 +53,108 @@ class Interrupted(NlpforgeError):
         self.exit_code = 128 + signum
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def train(config: TrainConfig, *, task: TaskArg | None = None,
+          train_rows: Iterable[dict] | None = None,
+          validation_rows: Iterable[dict] | None = None) -> dict[str, Any]:
+    """Fine-tune ``config.model`` and write the run dir ``config.output``; returns a summary
+    (``output``, ``best`` evaluation, ``steps``, ``epochs``, ``stopped_early``,
+    ``train_seconds``).
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: torch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
-
-
-def model_inputs(model: Any) -> list[str]:
-    """The tokenizer features the model's forward accepts."""
-    params = inspect.signature(model.forward).parameters
-    return [name for name in FEATURES if name in params]
-
-
-def to_torch(arrays: dict[str, np.ndarray], names: list[str] | None = None,
-             device: torch.device | None = None) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v).to(device) if device else torch.from_numpy(v)
-            for k, v in arrays.items() if names is None or k in names}
-
-
-def evaluate_rows(task: Any, model: Any, tokenizer: Tokenizer, rows: list[dict],
-                  inputs: list[str], batch_size: int,
-                  d: dist.Dist | None = None) -> tuple[list[dict], dict[str, Any]]:
-    """Predictions and metrics of a PyTorch model through the runtime's batching code.
-
-    Under DDP every rank predicts its share and all ranks get the same metrics.
+    The task is ``config.task`` (a registered id) or ``task``: a Task instance, or a Task
+    class built with ``config.labels`` and ``config.task_options``; it need not be registered.
+    The rows are read from ``config.train``/``config.validation`` or given as ``train_rows``/
+    ``validation_rows`` (lists of dicts, checked against the task like a file's rows). To
+    resume such a run, call ``train`` again with ``config.resume`` set and the same task and
+    rows. Raises NlpforgeError subclasses for anything the caller can fix.
     """
-    d = d or dist.Dist()
-    was_training = model.training
-    model.eval()
-    mine = dist.shard(d, rows)
-    predictions = predict_rows(task, tokenizer, torch_runner(task, model, inputs), mine,
-                               batch_size) if mine else []
-    model.train(was_training)
-    predictions = dist.gather_in_order(d, predictions, len(rows))
-    return predictions, task.metrics(predictions, rows)
-
-
-def backward_micro_batches(task: Any, model: Any, micro: list[tuple[dict, int]],
-                           total_units: float, d: dist.Dist | None = None,
-                           autocast: Any = contextlib.nullcontext, scaler: Any = None) -> float:
-    """Accumulate the gradient of one optimizer step over micro-batches.
-
-    Each micro-batch's mean loss is weighted by its share of the step's loss units (examples
-    or target tokens, summed over all processes), so the result is the gradient of one big
-    batch, whatever the micro-batch sizes. Returns the sum of loss × units on this process.
-    """
-    d = d or dist.Dist()
-    loss_sum = 0.0
-    for i, (tensors, units) in enumerate(micro):
-        last = i == len(micro) - 1
-        sync = contextlib.nullcontext() if last or not d.enabled else model.no_sync()
-        with sync:
-            with autocast():
-                loss = task.compute_loss(model, tensors)
-            # DDP averages gradients over processes: scale back up by the world size
-            scaled = loss.float() * (units * d.world / total_units)
-            (scaler.scale(scaled) if scaler else scaled).backward()
-        loss_sum += float(loss.detach()) * units
-    return loss_sum
-
-
-def resume_config(output: str) -> TrainConfig:
-    """The settings an unfinished run was started with (``RUN/train_config.json``)."""
-    path = Path(output) / CONFIG_NAME
-    if not path.is_file():
-        raise UsageError(f"--resume: {output} has no {CONFIG_NAME}; there is no run to resume")
-    return TrainConfig(**json.loads(path.read_text()), resume=True)
-
-
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Fine-tune ``config.model`` on ``config.train``; write the run dir ``config.output``."""
-    config.check()
+    if task is None and train_rows is None and validation_rows is None:
+        config.check()
+    else:
+        config = python_config(config, task, train_rows, validation_rows)
     d, device = dist.init_distributed(resolve_device(config.device))
     try:
-        return Trainer(config, d, device).run()
+        return Trainer(config, d, device, task=task, train_rows=train_rows,
+                       validation_rows=validation_rows).run()
     finally:
         dist.shutdown()
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, d: dist.Dist, device: torch.device):
-        self.config, self.dist, self.device = config, d, device
+    """One training run: a task, its rows and a base model in, a run dir out.
+
+    ``run()`` does it all, once: ``prepare()`` (check the output, load the rows, tokenizer and
+    model, create the run dir), then epochs of optimizer steps (``_train_epoch``) each closed
+    by ``_end_epoch`` (evaluation, best model, early stopping, checkpoint), then the final
+    save. Under torchrun every process runs one; only rank 0 writes. ``train()`` builds it;
+    ``task``, ``train_rows`` and ``validation_rows`` are ``train()``'s.
+    """
+
+    def __init__(self, config: TrainConfig, d: dist.Dist, device: torch.device, *,
+                 task: TaskArg | None = None, train_rows: Iterable[dict] | None = None,
+                 validation_rows: Iterable[dict] | None = None):
+        #: The run's settings, as checked by ``train()``.
+        self.config = config
+        #: This process's place under torchrun (rank 0 of 1 without it).
+        self.dist = d
+        #: Where the model trains.
+        self.device = device
+        #: The run dir.
         self.output = Path(config.output)
-        manager = get_plugin_manager()
-        self.task = manager.get_task(config.task)(labels=config.labels, **config.task_options)
-        self.plugin = manager.plugin_of(self.task.id)
-        self.metric = config.metric or self.task.primary_metric
+        #: The task (fitted on the training rows by ``prepare()``) and the plugin the manifest
+        #: records for it (a local stand-in for a task class no plugin registers).
+        self.task, self.plugin = resolve_task(config, task)
+        #: The metric that picks the best model, and whether greater is better.
+        self.metric: str = config.metric or self.task.primary_metric
         better = config.greater_is_better
-        self.greater = self.task.greater_is_better if better is None else better
+        self.greater: bool = self.task.greater_is_better if better is None else better
+        self._given_rows = (train_rows, validation_rows)
         if config.precision == "fp16" and device.type != "cuda":
             raise UsageError("--precision fp16 needs a CUDA GPU; use bf16 on the CPU")
 
-    # -- setup --------------------------------------------------------------------------------
+        # Set up by prepare():
+        #: Training rows, checked against the task; validation rows, or None without them.
+        self.train_rows: list[dict] = []
+        self.val_rows: list[dict] | None = None
+        #: Each training row's size (for batches of similar length).
+        self.lengths: list[int] = []
+        #: The tokenizer training encodes with (the base model's, saved into the run dir), its
+        #: maximum length in tokens and its padding id; ``_tokenizer_dir`` holds its files.
+        self.tokenizer: Tokenizer | None = None
+        self.max_length: int = 0
+        self.pad_id: int = 0
+        self._tokenizer_dir: tempfile.TemporaryDirectory | None = None
+        #: The model as saved; ``train_model`` is what the steps run (it, or its DDP wrapper).
+        self.model: Any = None
+        self.train_model: Any = None
+        #: The tokenizer features the model's forward takes.
+        self.inputs: list[str] = []
+        #: AdamW, the learning-rate schedule, and the fp16 gradient scaler (else None).
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+        self.scaler: Any = None
+        #: Optimizer steps of the whole run (``--max-steps``, else from ``--epochs``).
+        self.total: int = 0
+        #: Where the run is; saved with every checkpoint, restored by ``--resume``.
+        self.state = TrainerState()
 
-    def _check_output(self) -> None:
-        """Refuse a bad output before any work; nothing is written yet."""
-        c = self.config
-        if c.resume:
-            saved = json.loads((self.output / CONFIG_NAME).read_text())
-            for key, value in c.resolved().items():
-                if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != value:
-                    raise UsageError(f"--resume: --{key.replace('_', '-')} is {value!r} but the run "
-                                     f"was started with {saved.get(key)!r}; a resumed run keeps "
-                                     f"its settings")
-            if (self.output / MANIFEST_NAME).is_file():
-                raise UsageError(f"--resume: {self.output} is a finished run")
-            return
-        if self.output.exists() and any(self.output.iterdir()):
-            unfinished = (self.output / CONFIG_NAME).is_file() and \
-                not (self.output / MANIFEST_NAME).is_file()
-            if not c.overwrite:
-                hint = " or --resume to continue it" if unfinished else ""
-                raise UsageError(f"run dir {self.output} already exists; pass --overwrite to "
-                                 f"replace it{hint}")
-        check_output(self.output, overwrite=True, what="run dir")
+    # -- setup --------------------------------------------------------------------------------
 
     def _create_output(self) -> None:
         """Once data, tokenizer and model have loaded: the run dir with its settings."""
         if self.dist.main and not self.config.resume:
-            if self.output.exists():
-                shutil.rmtree(self.output)
-            self.output.mkdir(parents=True)
-            for item in Path(self._tokenizer_dir.name).iterdir():
-                shutil.copy2(item, self.output / item.name)
-            (self.output / CONFIG_NAME).write_text(
-                json.dumps(self.config.resolved(), indent=2) + "\n")
+            create_run_dir(self.config, self.output, Path(self._tokenizer_dir.name))
         dist.barrier(self.dist)
 
     def _load_data(self) -> None:
+        """The rows (given in Python, else read from the data files); the task fitted on them."""
         c = self.config
-        self.train_rows = read_dataset(c.train, self.task).rows
+        given_train, given_validation = self._given_rows
+        self.train_rows = load_rows(given_train, c.train, self.task, "train_rows") or []
         self.task.fit(self.train_rows)
-        self.val_rows = read_dataset(c.validation, self.task).rows if c.validation else None
+        self.val_rows = load_rows(given_validation, c.validation, self.task, "validation_rows")
 
     def _load_tokenizer(self) -> None:
+        """The base model's tokenizer (the run dir's, on resume), saved to a temp dir."""
         c = self.config
         self._tokenizer_dir = tempfile.TemporaryDirectory(prefix="nlpforge-tokenizer-")
         if c.resume:
@@ -212,6 +171,7 @@ class Trainer:
                                             self.pad_id)
 
     def _build_model(self) -> None:
+        """The model (adapted: LoRA, frozen base…), its optimizer, schedule and step count."""
         c = self.config
         seed_everything(c.seed)
         model = load_base_model(self.task, c.model)
@@ -247,6 +207,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _step(self, group: list[list[int]], log: TrainLog) -> float:
+        """One optimizer step over ``group`` (global batches, accumulated); returns the
+        step's mean loss over every process."""
         micro = []
         local_units = 0
         for batch in group:
@@ -301,6 +263,7 @@ class Trainer:
     # -- evaluation, best model, checkpoints --------------------------------------------------
 
     def _evaluate(self, log: TrainLog) -> None:
+        """Evaluate on the validation rows (if any): history, best model, early stopping."""
         if not self.val_rows:
             return
         _, metrics = evaluate_rows(self.task, self.model, self.tokenizer, self.val_rows,
@@ -308,34 +271,37 @@ class Trainer:
         if self.metric not in metrics:
             raise UsageError(f"--metric {self.metric}: the task reports "
                              f"{', '.join(k for k in metrics if not isinstance(metrics[k], dict))}")
-        record = {"step": self.state["step"], "epoch": self.state["epoch"], "metrics": metrics}
-        self.state["history"].append(record)
+        s = self.state
+        record: Evaluation = {"step": s.step, "epoch": s.epoch, "metrics": metrics}
+        s.history.append(record)
         if self.dist.main:
-            log.evaluation(self.state["step"], self.state["epoch"], metrics, self.metric)
+            log.evaluation(s.step, s.epoch, metrics, self.metric)
         score = float(metrics[self.metric])
-        best = self.state["best"]
         delta = self.config.early_stopping_min_delta
-        improved = best is None or (score > best["score"] + delta if self.greater
-                                    else score < best["score"] - delta)
+        improved = s.best is None or (score > s.best["score"] + delta if self.greater
+                                      else score < s.best["score"] - delta)
         if improved:
-            self.state["best"] = {**record, "score": score}
-            self.state["bad_evals"] = 0
+            s.best = Best(**record, score=score)
+            s.bad_evals = 0
             if self.dist.main:
-                ckpt.save_best(self.output, self.model, self.state["best"])
+                ckpt.save_best(self.output, self.model, s.best)
         else:
-            self.state["bad_evals"] += 1
+            s.bad_evals += 1
         patience = self.config.early_stopping_patience
-        if patience and self.state["bad_evals"] >= patience:
-            self.state["stop_early"] = True
+        if patience and s.bad_evals >= patience:
+            s.stop_early = True
 
     def _checkpoint(self, generator_state: torch.Tensor) -> None:
+        """Save ``checkpoints/step-N``; ``generator_state`` redraws the epoch's data order."""
         if self.dist.main:
-            state = {**self.state, "generator_state": generator_state}
-            ckpt.save_checkpoint(self.output, self.state["step"], self.model, self.optimizer,
-                                 self.scheduler, self.scaler, state, self.config.save_total_limit)
+            ckpt.save_checkpoint(self.output, self.model, self.optimizer, self.scheduler,
+                                 self.scaler, self.state, generator_state,
+                                 self.config.save_total_limit)
         dist.barrier(self.dist)
 
     def _restore(self, generator: torch.Generator) -> torch.Tensor | None:
+        """Load the newest checkpoint; returns its data-order generator state (None when
+        there is no checkpoint)."""
         checkpoints = ckpt.list_checkpoints(self.output)
         if not checkpoints:
             return None
@@ -355,16 +321,14 @@ class Trainer:
     def prepare(self) -> None:
         """Everything before the first step: check the output, read the data, load the
         tokenizer and model, create the run dir."""
-        self._check_output()
+        check_run_dir(self.config, self.output)
         self._load_data()
         self._load_tokenizer()
         self._build_model()
         self._create_output()
-        self.state: dict[str, Any] = {"step": 0, "epoch": 1, "batch_index": 0, "history": [],
-                                      "best": None, "bad_evals": 0, "stop_early": False,
-                                      "loss": None}
 
     def run(self) -> dict[str, Any]:
+        """Train and write the run dir; returns ``train()``'s summary."""
         c = self.config
         self.prepare()
         generator = torch.Generator().manual_seed(c.seed)
@@ -374,114 +338,99 @@ class Trainer:
                              f"with --overwrite")
         start = time.perf_counter()
         log = TrainLog(self.output if self.dist.main else None, c.tensorboard, self.total,
-                       self.state["step"], c.progress and self.dist.main)
+                       self.state.step, c.progress and self.dist.main)
         self.train_model.train()
         try:
             with StopRequest() as stop:
-                self._loop(generator, epoch_start, log, stop)
+                self._train(generator, epoch_start, log, stop)
         finally:
             log.close()
         seconds = time.perf_counter() - start
         if self.dist.main:
             self._save_final(seconds)
         dist.barrier(self.dist)
-        best = self.state["best"]
-        return {"output": str(self.output), "best": best, "steps": self.state["step"],
-                "epochs": self.state["epoch"] - 1, "stopped_early": self.state["stop_early"],
+        s = self.state
+        return {"output": str(self.output), "best": s.best, "steps": s.step,
+                "epochs": s.epoch - 1, "stopped_early": s.stop_early,
                 "train_seconds": round(seconds, 3)}
 
-    def _loop(self, generator: torch.Generator, epoch_start: torch.Tensor | None,
-              log: TrainLog, stop: StopRequest) -> None:
-        c = self.config
+    def _train(self, generator: torch.Generator, epoch_start: torch.Tensor | None,
+               log: TrainLog, stop: StopRequest) -> None:
+        """Epochs until the step budget is spent or early stopping ends training.
+        ``epoch_start``: the data-order generator state of a resumed epoch."""
         s = self.state
-        accum = c.gradient_accumulation_steps
-        while s["step"] < self.total and not s["stop_early"]:
+        while s.step < self.total and not s.stop_early:
             if epoch_start is None:
                 epoch_start = generator.get_state()
             else:
-                generator.set_state(epoch_start)
+                generator.set_state(epoch_start)  # a resumed epoch: the same data order
             batches = self._global_batches(generator)
-            while s["batch_index"] < len(batches):
-                group = batches[s["batch_index"]:s["batch_index"] + accum]
-                loss = self._step(group, log)
-                s["step"] += 1
-                s["batch_index"] += len(group)
-                s["loss"] = loss if s["loss"] is None else 0.9 * s["loss"] + 0.1 * loss
-                if self.dist.main:
-                    log.step(s["step"], s["epoch"], s["loss"], self.scheduler.get_last_lr()[0],
-                             s["step"] % c.logging_steps == 0)
-                if c.eval_strategy == "steps" and s["step"] % c.eval_steps == 0:
+            if not self._train_epoch(batches, epoch_start, log, stop):
+                # training ends inside the epoch, which counts as an epoch's end
+                if self.config.eval_strategy == "epoch" and not s.stop_early:
                     self._evaluate(log)
-                done = s["step"] >= self.total or s["stop_early"]
-                if s["batch_index"] >= len(batches):
-                    break  # the epoch's end is handled below
-                if c.save_steps and s["step"] % c.save_steps == 0:
-                    self._checkpoint(epoch_start)
-                if dist.all_any(self.dist, stop.requested):
-                    self._checkpoint(epoch_start)
-                    raise self._interrupted(stop.signal or signal.SIGTERM)
-                if done:
-                    if c.eval_strategy == "epoch" and not s["stop_early"]:
-                        self._evaluate(log)  # the end of training counts as an epoch's end
-                    return
-            # end of an epoch
-            if c.eval_strategy == "epoch":
-                self._evaluate(log)
-            s["epoch"] += 1
-            s["batch_index"] = 0
+                return
+            self._end_epoch(generator, log, stop)
             epoch_start = None
-            stopping = dist.all_any(self.dist, stop.requested)
-            if stopping or not c.save_steps or s["step"] % c.save_steps == 0:
-                self._checkpoint(generator.get_state())
-            if stopping:
+
+    def _train_epoch(self, batches: list[list[int]], epoch_start: torch.Tensor,
+                     log: TrainLog, stop: StopRequest) -> bool:
+        """The epoch's optimizer steps from ``state.batch_index`` on, with the evaluations
+        and checkpoints that fall on a step (``--eval-steps``, ``--save-steps``) inside it.
+
+        Returns True when the epoch's last batch is trained, False when training ends before
+        (the step budget spent, early stopping). A stop request is checkpointed
+        (``epoch_start`` redraws this epoch's data order) and raised as ``Interrupted``.
+        """
+        c, s = self.config, self.state
+        accum = c.gradient_accumulation_steps
+        while s.batch_index < len(batches):
+            group = batches[s.batch_index:s.batch_index + accum]
+            s.advance(self._step(group, log), len(group))
+            if self.dist.main:
+                log.step(s.step, s.epoch, s.loss, self.scheduler.get_last_lr()[0],
+                         s.step % c.logging_steps == 0)
+            if c.eval_strategy == "steps" and s.step % c.eval_steps == 0:
+                self._evaluate(log)
+            if s.batch_index >= len(batches):
+                return True  # its checkpoint is _end_epoch's
+            if c.save_steps and s.step % c.save_steps == 0:
+                self._checkpoint(epoch_start)
+            if dist.all_any(self.dist, stop.requested):
+                self._checkpoint(epoch_start)
                 raise self._interrupted(stop.signal or signal.SIGTERM)
+            if s.step >= self.total or s.stop_early:
+                return False
+        return True
+
+    def _end_epoch(self, generator: torch.Generator, log: TrainLog, stop: StopRequest) -> None:
+        """After an epoch's last batch: its evaluation (``--eval-strategy epoch``), then the
+        next epoch's start and its checkpoint (each epoch, or with ``--save-steps`` when the
+        step count falls on one); a stop request is checkpointed and raised as
+        ``Interrupted``."""
+        c, s = self.config, self.state
+        if c.eval_strategy == "epoch":
+            self._evaluate(log)
+        s.next_epoch()
+        stopping = dist.all_any(self.dist, stop.requested)
+        if stopping or not c.save_steps or s.step % c.save_steps == 0:
+            self._checkpoint(generator.get_state())  # the next epoch's data order
+        if stopping:
+            raise self._interrupted(stop.signal or signal.SIGTERM)
 
     def _interrupted(self, signum: int) -> Interrupted:
         name = signal.Signals(signum).name
-        return Interrupted(f"training stopped by {name} at step {self.state['step']}; checkpoint "
+        return Interrupted(f"training stopped by {name} at step {self.state.step}; checkpoint "
                            f"saved in {self.output / ckpt.CHECKPOINTS}. Continue with: nlpforge "
                            f"train --resume --output {self.output}", signum)
 
     def _save_final(self, seconds: float) -> None:
-        c = self.config
-        best = self.state["best"]
-        if best is not None and self.val_rows:
+        """The model (the best evaluation's weights when there was one), the final state and,
+        last, the manifest that marks the run dir finished."""
+        if self.state.best is not None and self.val_rows:
             ckpt.load_weights(self.output / ckpt.CHECKPOINTS / ckpt.BEST, self.model)
         model = merged(self.model).to("cpu")
-        tmp = Path(tempfile.mkdtemp(prefix=".final.tmp-", dir=self.output))
-        try:
-            with quiet_transformers():
-                model.save_pretrained(tmp)
-            for item in tmp.iterdir():
-                os.replace(item, self.output / item.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        history = {k: v for k, v in self.state.items() if k != "loss"}
-        history["train_seconds"] = round(seconds, 3)
-        (self.output / "trainer_state.json").write_text(json.dumps(history, indent=2) + "\n")
-        manifest = new_manifest(
-            "run", self.task, self.plugin, {"max_length": self.max_length, "pad_id": self.pad_id},
-            base_model=c.model, model_inputs=self.inputs,
-            metrics=best["metrics"] if best else {},
-            training={**c.resolved(), "steps": self.state["step"],
-                      "best_step": best["step"] if best else None},
-            provenance=_provenance(c, self.dist.world),
-        )
-        write_manifest(self.output, manifest)  # written last: it marks the run dir finished
-
-
-def _provenance(config: TrainConfig, world: int) -> dict[str, Any]:
-    import platform
-
-    import transformers
-
-    from nlpforge.version import __version__
-
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "nlpforge": __version__, "torch": torch.__version__,
-        "transformers": transformers.__version__, "python": platform.python_version(),
-        "processes": world,
-        "train_file": str(Path(config.train).absolute()),
-        "validation_file": str(Path(config.validation).absolute()) if config.validation else None,
-    }
+        manifest = run_manifest(self.config, self.task, self.plugin,
+                                {"max_length": self.max_length, "pad_id": self.pad_id},
+                                self.inputs, self.state, self.dist.world)
+        finish_run_dir(self.output, model, self.state, round(seconds, 3), manifest)
