@@ -239,13 +239,13 @@ def check_task(task: type[Task] | str, rows: Sequence[dict],
                 base = make_tiny_model(name, root / f"tiny-{name}")
         run_dir, export_dir = root / "run", root / "export"
         with _stage(cls.id, "training", seconds):
-            summary = _train(cls.id, base, rows, root, run_dir, options, labels, steps,
-                             batch_size, lr, train_options or {})
+            summary = _train(cls, base, rows, run_dir, options, labels, steps, batch_size, lr,
+                             train_options or {})
         with _stage(cls.id, "export", seconds):
             from nlpforge.export.onnx import export_run
 
             manifest = export_run(str(run_dir), str(export_dir), atol=atol,
-                                  **(export_options or {}))
+                                  **_with_quality_data(export_options or {}, rows, root))
             validation = manifest.get("validation") or {}
             if validation and not validation.get("passed", False):
                 raise AssertionError(f"the export's validation did not pass: {validation}")
@@ -270,21 +270,23 @@ def check_task(task: type[Task] | str, rows: Sequence[dict],
                               predictions, torch_predictions, diffs, checked_torch_free, seconds)
 
 
-def _train(task_id: str, base: Any, rows: Sequence[dict], root: Path, run_dir: Path,
+def _train(cls: type[Task], base: Any, rows: Sequence[dict], run_dir: Path,
            options: dict | None, labels: Sequence[str] | None, steps: int, batch_size: int,
            lr: float, extra: dict[str, Any]) -> dict[str, Any]:
+    """The real trainer on ``rows`` (in memory, as a data file would give them back; also the
+    validation rows unless ``extra`` names files) for ``steps`` steps."""
     from nlpforge.training.loop import TrainConfig, train
 
-    data = root / "train.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                    encoding="utf-8")
-    settings = dict(task=task_id, model=str(base), train=str(data), validation=str(data),
-                    output=str(run_dir), max_steps=steps, batch_size=batch_size, lr=lr,
-                    warmup_ratio=0.0, task_options=dict(options or {}),
+    rows = [json.loads(json.dumps(row, ensure_ascii=False)) for row in rows]
+    settings = dict(model=str(base), output=str(run_dir), max_steps=steps,
+                    batch_size=batch_size, lr=lr, warmup_ratio=0.0,
+                    task_options=dict(options or {}),
                     labels=list(labels) if labels is not None else None, progress=False,
                     tensorboard=False, overwrite=True, seed=0)
     settings.update(extra)
-    summary = train(TrainConfig(**settings))
+    summary = train(TrainConfig(**settings), task=cls,
+                    train_rows=None if settings.get("train") else rows,
+                    validation_rows=None if settings.get("validation") else rows)
     metrics = (summary.get("best") or {}).get("metrics") or {}
     if summary.get("steps") != settings["max_steps"]:
         raise AssertionError(f"trained {summary.get('steps')} steps, expected {steps}")
@@ -294,6 +296,18 @@ def _train(task_id: str, base: Any, rows: Sequence[dict], root: Path, run_dir: P
         if isinstance(value, float) and not math.isfinite(value) and name != "loss":
             raise AssertionError(f"metric '{name}' is {value}")
     return summary
+
+
+def _with_quality_data(options: dict[str, Any], rows: Sequence[dict],
+                       root: Path) -> dict[str, Any]:
+    """Export options; an int8 export without calibration data is checked on ``rows`` (the
+    run has no validation file to fall back on: its rows were given in memory)."""
+    if options.get("quantize") != "int8" or options.get("calibration_data") is not None:
+        return options
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    return {**options, "calibration_data": str(data)}
 
 
 def compare_outputs(run_dir: Path, export_dir: Path, requests: list[dict],
