@@ -1,20 +1,7 @@
 """nlpforge.json: what a run dir or export dir is, and what it needs to run.
 
-Schema version 1::
-
-    {
-      "schema_version": 1,
-      "kind": "run" | "export",
-      "task": {"id": str, "version": int, "state": {...}},
-      "plugin": {"name": str, "distribution": str, "version": str, "requires": str},
-      "nlpforge": {"version": str, "requires": str},
-      "family": "encoder" | "decoder" | "encoder-decoder",
-      "base_model": str,
-      "tokenizer": {"max_length": int, "pad_id": int},
-      "io": {"inputs": [...], "outputs": [...], "dynamic_axes": {...}},   # exports
-      "opset": int, "validation": {...},                                   # exports
-      "metrics": {...}, "training": {...}, "provenance": {...}
-    }
+``Manifest`` below is the schema (version 1), one documented field at a time; the file is that
+record as JSON. ``read_manifest`` validates and returns it, ``write_manifest`` writes it.
 """
 
 from __future__ import annotations
@@ -22,14 +9,97 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from nlpforge.errors import ManifestError, PluginError
+from nlpforge.errors import ManifestError, ModelDirError, PluginError
 from nlpforge.families import FAMILIES
 from nlpforge.version import __version__
+
+class TaskRecord(TypedDict):
+    #: The task id (``Task.id``) that the plugin registers.
+    id: str
+    #: ``Task.version`` when the dir was made; a newer one than installed is refused.
+    version: int
+    #: ``Task.state()``: labels and options, what ``Task.from_state`` rebuilds the task from.
+    state: dict[str, Any]
+
+
+class PluginRecord(TypedDict):
+    #: The entry-point name of the plugin that provided the task.
+    name: str
+    #: Its distribution, and that distribution's version.
+    distribution: str
+    version: str
+    #: The releases of that distribution that can run this dir (``>=0.1,<0.2``).
+    requires: str
+
+
+class NlpforgeRecord(TypedDict):
+    #: The nlpforge that wrote the dir, and the releases that can read it.
+    version: str
+    requires: str
+
+
+class TokenizerRecord(TypedDict, total=False):
+    #: Tokens per row (longer inputs are cut or refused), and the padding token's id.
+    max_length: int
+    pad_id: int
+
+
+class Manifest(TypedDict, total=False):
+    """``nlpforge.json`` of a run dir (``kind == "run"``) or export dir (``"export"``)."""
+
+    #: The schema version (1); a newer one than this nlpforge knows is refused.
+    schema_version: int
+    #: ``"run"`` (written by ``nlpforge train``) or ``"export"`` (``nlpforge export``).
+    kind: str
+    task: TaskRecord
+    plugin: PluginRecord
+    nlpforge: NlpforgeRecord
+    #: The model family (``nlpforge.families``): encoder, decoder, encoder-decoder.
+    family: str
+    tokenizer: TokenizerRecord
+    #: The base checkpoint training started from (path or hub id).
+    base_model: str
+    #: The token features the model's forward takes (input_ids, attention_mask, …).
+    model_inputs: list[str]
+    #: The best evaluation's metrics (empty without validation data).
+    metrics: dict[str, Any]
+    #: The resolved training settings, the steps run and the best step.
+    training: dict[str, Any]
+    #: When and with what it was made: versions, files, process count; exports add
+    #: ``exported`` and ``torch_export``.
+    provenance: dict[str, Any]
+    # -- exports only ---------------------------------------------------------------------
+    #: The graphs' files and interfaces: encoders ``model``, ``inputs``, ``outputs``,
+    #: ``dynamic_axes``; generative exports also the cache layout (``num_layers``, heads, …)
+    #: and, for encoder-decoders, ``encoder``/``decoder``/``decoder_with_past``.
+    io: dict[str, Any]
+    #: The ONNX opset the graphs use.
+    opset: int
+    #: Which torch.onnx exporter wrote each graph (generative exports).
+    exporter: Any
+    #: The fp32 graphs against PyTorch: tolerance, max abs diff per output, shapes, verdict.
+    validation: dict[str, Any]
+    #: Variant name (fp32, optimized, int8, fp16) → its ``file``, ``files``, ``precision``
+    #: and ``validation`` (a report, or the name of the field that holds it).
+    variants: dict[str, dict[str, Any]]
+    #: The variant ``nlpforge.load`` runs unless told otherwise.
+    default_variant: str
+    #: ``--optimize``: the level and passes applied, or None.
+    optimization: dict[str, Any] | None
+    #: ``--quantize``: the method, its validation and the task-metric quality gate, or None.
+    quantization: dict[str, Any] | None
+    #: The run dir the export was made from.
+    source_run: str
+    #: How long the export took.
+    export_seconds: float
+    #: ``--format triton``: the model repository entry written.
+    triton: dict[str, Any]
+
 
 MANIFEST_NAME = "nlpforge.json"
 SCHEMA_VERSION = 1
@@ -54,7 +124,7 @@ def compatible_range(version: str) -> str:
     return f">={v.major}.{v.minor},<{v.major + 1}"
 
 
-def validate(data: Any, where: str) -> dict[str, Any]:
+def validate(data: Any, where: str) -> Manifest:
     """Check the structure of a manifest; raise ManifestError naming the field."""
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected a JSON object")
@@ -87,8 +157,14 @@ def validate(data: Any, where: str) -> dict[str, Any]:
     return data
 
 
-def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate ``DIR/nlpforge.json``."""
+#: What to do when a dir is not of the kind a command needs.
+_MAKE_KIND = {"export": "make an export dir first with 'nlpforge export {dir} --output DIR'",
+              "run": "a run dir is what 'nlpforge train' writes"}
+
+
+def read_manifest(directory: str | os.PathLike, kind: str | None = None) -> Manifest:
+    """Read and validate ``DIR/nlpforge.json``; ``kind``: the dir must be a ``run`` or an
+    ``export`` dir (ModelDirError otherwise)."""
     directory = Path(directory)
     if not directory.exists():
         raise ManifestError(f"{directory}: no such directory")
@@ -113,10 +189,14 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         raise ManifestError(f"{path}: written by nlpforge {data['nlpforge']['version']} and needs "
                             f"nlpforge{data['nlpforge']['requires']}; this is {__version__}. "
                             f"Run: pip install 'nlpforge{data['nlpforge']['requires']}'")
+    if kind is not None and data["kind"] != kind:
+        raise ModelDirError(f"{directory}: this is {'an' if data['kind'] == 'export' else 'a'} "
+                            f"{data['kind']} dir, not {'an' if kind == 'export' else 'a'} {kind} "
+                            f"dir; {_MAKE_KIND[kind].format(dir=directory)}")
     return data
 
 
-def write_manifest(directory: str | os.PathLike, data: dict[str, Any]) -> Path:
+def write_manifest(directory: str | os.PathLike, data: Manifest) -> Path:
     """Validate and write ``DIR/nlpforge.json``."""
     validate(data, f"{directory}/{MANIFEST_NAME}")
     path = Path(directory) / MANIFEST_NAME
@@ -126,10 +206,10 @@ def write_manifest(directory: str | os.PathLike, data: dict[str, Any]) -> Path:
     return path
 
 
-def new_manifest(kind: str, task: Any, plugin: Any, tokenizer: dict[str, Any],
-                 **fields: Any) -> dict[str, Any]:
+def new_manifest(kind: str, task: Any, plugin: Any, tokenizer: TokenizerRecord,
+                 **fields: Any) -> Manifest:
     """A manifest for ``task`` (a Task instance) provided by ``plugin`` (a PluginInfo)."""
-    data: dict[str, Any] = {
+    data: Manifest = {
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
         "task": {"id": task.id, "version": task.version, "state": task.state()},
@@ -150,7 +230,7 @@ def _plugin_range(version: str) -> str:
         return ""
 
 
-def task_from_manifest(data: dict[str, Any], where: str) -> Any:
+def task_from_manifest(data: Manifest, where: str) -> Any:
     """Rebuild the Task instance a manifest describes; explain what to install when missing."""
     from nlpforge.plugins import get_plugin_manager
 

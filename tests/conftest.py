@@ -118,7 +118,7 @@ def gpt2_export(tmp_path_factory) -> tuple[Path, Path, Path]:
 @pytest.fixture(scope="session")
 def t5_export(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A text2text-generation T5 (encoder-decoder): (run dir, export dir, data file)."""
-    from nlpforge.testing.seq2seq_models import make_tiny_t5
+    from nlpforge.testing.encoder_decoders import make_tiny_t5
 
     return _generative_export(tmp_path_factory.mktemp("t5"), make_tiny_t5,
                               "text2text-generation", SEQ2SEQ_ROWS, initializer_factor=2.0)

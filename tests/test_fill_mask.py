@@ -15,7 +15,7 @@ from nlpforge_fill_mask import FillMask
 
 from nlpforge.errors import DataError, UsageError
 from nlpforge.runtime.tokenizer import Tokenizer
-from nlpforge.testing.models import CORPUS
+from nlpforge.testing.encoders import CORPUS
 
 LONG = " ".join(CORPUS[:6])  # about 60 tokens
 TRAIN = [{"text": t} for t in CORPUS[:10]] * 4 + [{"text": LONG}]

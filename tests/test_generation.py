@@ -98,7 +98,7 @@ def gpt2_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory) -> Path:
-    from nlpforge.testing.seq2seq_models import make_tiny_t5
+    from nlpforge.testing.encoder_decoders import make_tiny_t5
 
     return make_tiny_t5(tmp_path_factory.mktemp("gen") / "t5")
 
@@ -193,7 +193,7 @@ def other_models(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     from nlpforge.testing.decoders import make_tiny_llama
-    from nlpforge.testing.seq2seq_models import make_tiny_bart
+    from nlpforge.testing.encoder_decoders import make_tiny_bart
 
     tmp = tmp_path_factory.mktemp("gen-other")
     llama, bart = make_tiny_llama(tmp / "llama"), make_tiny_bart(tmp / "bart", init_std=0.3)

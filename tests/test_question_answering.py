@@ -117,7 +117,7 @@ def qa_base(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer as Backend
     from transformers import BertConfig, BertModel
 
-    from nlpforge.testing.models import train_wordpiece_tokenizer
+    from nlpforge.testing.encoders import train_wordpiece_tokenizer
 
     directory = train_wordpiece_tokenizer(tmp_path_factory.mktemp("qa") / "base", 300, corpus())
     vocab = Backend.from_file(str(directory / "tokenizer.json")).get_vocab_size()

@@ -24,7 +24,7 @@ WIDE = {"t5": {"initializer_factor": 1.5}, "bart": {"init_std": 0.3},
 
 
 def _make(kind: str, directory: Path) -> Path:
-    from nlpforge.testing import seq2seq_models as tiny
+    from nlpforge.testing import encoder_decoders as tiny
 
     return getattr(tiny, f"make_tiny_{kind}")(directory, **WIDE[kind])
 

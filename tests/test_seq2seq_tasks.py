@@ -26,7 +26,7 @@ def _task(task_id: str, **options):
 
 @pytest.fixture(scope="module")
 def t5_base(tmp_path_factory) -> Path:
-    from nlpforge.testing.seq2seq_models import make_tiny_t5
+    from nlpforge.testing.encoder_decoders import make_tiny_t5
 
     return make_tiny_t5(tmp_path_factory.mktemp("t5") / "base")
 
@@ -40,7 +40,7 @@ def t5_tokenizer(t5_base):
 
 @pytest.fixture(scope="module")
 def bart_dir(tmp_path_factory) -> Path:
-    from nlpforge.testing.seq2seq_models import train_bart_tokenizer
+    from nlpforge.testing.encoder_decoders import train_bart_tokenizer
 
     return train_bart_tokenizer(tmp_path_factory.mktemp("bart"))
 

@@ -12,9 +12,9 @@ import pytest
 from nlpforge.errors import UsageError
 from nlpforge.serving.batcher import DynamicBatcher, Job
 from nlpforge.serving.errors import BadRequest, Overloaded, RequestTimeout
-from nlpforge.serving.metrics import Metrics
+from nlpforge.serving.prometheus import Metrics
 from nlpforge.serving.served import parse_model_arg
-from nlpforge.serving.protocol import OutputTensor, encode_infer_response, parse_infer_request
+from nlpforge.serving.protocol import Tensor, encode_infer_response, parse_infer_request
 
 
 def body(*inputs, **extra) -> bytes:
@@ -81,8 +81,8 @@ def test_binary_tensor_extension_round_trip():
         parse_infer_request(head, "many")
 
     logits = np.array([[0.5, -1.0]], dtype=np.float32)
-    outputs = [(OutputTensor.from_array("logits", logits), True),
-               (OutputTensor("label", "BYTES", (1,), ["positive"]), False)]
+    outputs = [(Tensor.from_array("logits", logits), True),
+               (Tensor("label", "BYTES", (1,), ["positive"]), False)]
     data, headers = encode_infer_response("m", "1", "7", outputs)
     size = int(headers["Inference-Header-Content-Length"])
     response = json.loads(data[:size])

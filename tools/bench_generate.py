@@ -86,7 +86,7 @@ def train_run(name: str, root: Path, run: Path) -> None:
         make_tiny_gpt2(base, **MODELS[name])
         rows = [{"text": "the quick brown fox jumps over the lazy dog"}] * 8
     else:
-        from nlpforge.testing.seq2seq_models import make_tiny_t5
+        from nlpforge.testing.encoder_decoders import make_tiny_t5
 
         make_tiny_t5(base, **MODELS[name])
         rows = [{"source": "translate English to German: the house is small",

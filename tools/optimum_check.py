@@ -152,7 +152,7 @@ def make_exports(work: Path) -> dict[str, Path]:
     from nlpforge.export.onnx import export_run
     from nlpforge.testing import make_tiny_bert
     from nlpforge.testing.decoders import make_tiny_gpt2, make_tiny_llama
-    from nlpforge.testing.seq2seq_models import make_tiny_bart, make_tiny_t5
+    from nlpforge.testing.encoder_decoders import make_tiny_bart, make_tiny_t5
     from nlpforge.training.loop import TrainConfig, train
 
     work = Path(work)

@@ -109,7 +109,7 @@ def main() -> None:
     from nlpforge.export.onnx import export_run
     from nlpforge.plugins import get_plugin_manager
     from nlpforge.runtime.tokenizer import Tokenizer
-    from nlpforge.testing.seq2seq_models import make_tiny_t5
+    from nlpforge.testing.encoder_decoders import make_tiny_t5
     from nlpforge.training.loop import TrainConfig, train
 
     torch.set_num_threads(args.threads)  # 1 on a shared machine: spinning OpenMP threads stall

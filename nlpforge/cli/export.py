@@ -8,6 +8,7 @@ import signal
 from typing import Any, Iterator
 
 import click
+from nlpforge.manifest import Manifest
 
 VARIANTS = ("fp32", "optimized", "int8", "fp16")
 
@@ -102,7 +103,7 @@ def _optimized(record: dict[str, Any]) -> dict[str, Any]:
     return {"applied": applied, "max_abs_diff": _diffs({"graphs": finals})}
 
 
-def summary(output: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def summary(output: str, manifest: Manifest) -> dict[str, Any]:
     """What the command prints: validation, and per variant its file and check."""
     validation = manifest["validation"]
     out: dict[str, Any] = {

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from nlpforge.errors import UsageError
+from nlpforge.manifest import Manifest
 
 Predict = Callable[[list[dict]], list[dict]]
 
@@ -50,7 +51,7 @@ def open_model(path: str, device: str, threads: int | None, batch_size: int,
     return task, lambda rows: predict_rows(task, tokenizer, run, rows, batch_size)
 
 
-def _runtime(manifest: dict, path: str, for_metrics: bool) -> Any:
+def _runtime(manifest: Manifest, path: str, for_metrics: bool) -> Any:
     """The runtime class of an export: its family's, or for metrics of a task that evaluates
     teacher-forced (``evaluate_by = "forward"``) its family's scorer."""
     from nlpforge.families import family

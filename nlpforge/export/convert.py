@@ -85,3 +85,12 @@ def vocab_size(model: Any, default: int = 100) -> int:
         if isinstance(size, int) and size > 0:
             return size
     return default
+
+
+def exporter_error(exc: BaseException) -> str:
+    """The informative line of an exporter error (its summary, not its advice)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "Exception summary" in line and i + 1 < len(lines):
+            return lines[i + 1]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -25,12 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from nlpforge.export import cached, files
+from nlpforge.export import files, generative
 from nlpforge.export.convert import eager_attention
 from nlpforge.export.decoder_arch import Architecture, architecture
 from nlpforge.export.decoder_cases import decoder_cases, empty_cache, position_ids
 from nlpforge.export.optimize import ort_fusions
 from nlpforge.export.validate import Features, compare, memoized, onnx_runner
+from nlpforge.manifest import Manifest
 
 MODEL_FILE = "model.onnx"
 
@@ -79,17 +80,17 @@ def signature(num_layers: int) -> tuple[list[str], list[str], dict[str, dict[int
     return inputs, outputs, axes
 
 
-def export_decoder(run_dir: str, output: str, opts: Any, manifest: dict[str, Any], task: Any,
+def export_decoder(run_dir: str, output: str, opts: Any, manifest: Manifest, task: Any,
                    model: Any, tokenizer: Any) -> dict[str, Any]:
     """Export a decoder run dir to ``output`` with a KV cache; nothing is written unless the
     graph matches PyTorch on every validation case. Returns the export manifest."""
-    cached.check_options(opts, "decoder (text-generation)")
+    generative.check_options(opts, "decoder (text-generation)")
     arch = architecture(model.config)
     eager_attention(model)
     model.eval()
     wrapper = DecoderWrapper(model, arch).eval()
     sizes = model_sizes(model, arch, tokenizer)
-    ids = cached.special_ids(Path(run_dir), model.config, tokenizer)
+    ids = generative.special_ids(Path(run_dir), model.config, tokenizer)
     special = {k: ids[k] for k in ("eos_token_ids", "pad_token_id", "bos_token_id")}
 
     def build(target: Path) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def export_decoder(run_dir: str, output: str, opts: Any, manifest: dict[str, Any
         wrapper.eval()
         model.eval()  # the exporter restores training flags; references need eval mode
         report = validate(wrapper, sizes, target / MODEL_FILE, opts.atol)
-        record = cached.export_record(manifest, run_dir, _io(sizes, special),
+        record = generative.export_record(manifest, run_dir, _io(sizes, special),
                                       files.model_files(target / MODEL_FILE), MODEL_FILE,
                                       exporter, opset, report)
         if opts.optimize == "none":
@@ -109,10 +110,10 @@ def export_decoder(run_dir: str, output: str, opts: Any, manifest: dict[str, Any
 
         fusions = ort_fusions(arch.fusions, int(model.config.num_attention_heads),
                               int(model.config.hidden_size))
-        optimization, names = cached.optimize_graphs(target, {MODEL_FILE: check}, opts, fusions)
-        return cached.with_optimized(record, optimization, names, target)
+        optimization, names = generative.optimize_graphs(target, {MODEL_FILE: check}, opts, fusions)
+        return generative.with_optimized(record, optimization, names, target)
 
-    return cached.write_export(output, opts, run_dir, build, smoke_test)
+    return generative.write_export(output, opts, run_dir, build, smoke_test)
 
 
 def model_sizes(model: Any, arch: Architecture, tokenizer: Any) -> dict[str, int]:
@@ -143,7 +144,7 @@ def _export(wrapper: DecoderWrapper, sizes: dict[str, int], path: Path, opts: An
     def dynamo(target: Path, opset: int, external: bool) -> None:
         _dynamo_export(wrapper, args, target, names[0], names[1], opset, external)
 
-    return cached.trace(wrapper, args, path, opts, run_dir, names, dynamo)
+    return generative.trace(wrapper, args, path, opts, run_dir, names, dynamo)
 
 
 def _dynamo_export(wrapper: DecoderWrapper, args: tuple, path: Path, inputs: list[str],
@@ -192,7 +193,7 @@ def _io(sizes: dict[str, int], special: dict[str, Any]) -> dict[str, Any]:
             "position_ids": True, "cache_dtype": "float32", **special}
 
 
-def smoke_test(directory: Path, manifest: dict[str, Any],
+def smoke_test(directory: Path, manifest: Manifest,
                prompts: Sequence[str] = ("nlpforge export check", "ok")) -> None:
     """Load the finished export with the torch-free stepper; one prompt step and one token."""
     from nlpforge.runtime.generation.decoder import DecoderStepper
@@ -206,7 +207,7 @@ def smoke_test(directory: Path, manifest: dict[str, Any],
         return stepper, tokenizer.pad(tokenizer.encode(list(prompts)),
                                       ("input_ids", "attention_mask"))
 
-    cached.smoke_test(open_export)
+    generative.smoke_test(open_export)
 
 
 __all__ = ["DecoderWrapper", "empty_cache", "export_decoder", "signature", "validate"]

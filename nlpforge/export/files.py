@@ -1,11 +1,19 @@
-"""ONNX files on disk: one file, or a file plus its external data when the weights are large."""
+"""Files of an export dir: ONNX files on disk (one file, or a file plus its external data when
+the weights are large), and the config and tokenizer files copied from the run dir."""
 
 from __future__ import annotations
 
 import collections
+import json
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import onnx
+import torch
+
+from nlpforge.manifest import Manifest
 
 #: Protobuf cannot hold a model of 2 GB or more; bigger weights go to an external data file.
 TWO_GB = 2 * 1024**3
@@ -70,3 +78,43 @@ def op_counts(path: Path) -> dict[str, int]:
         f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
         for n in model.graph.node)
     return dict(sorted(counts.items()))
+
+
+#: Files copied from the run dir so the export dir is self-contained (and loadable by optimum).
+COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+          "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
+          "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja")
+
+
+def copy_model_files(run_dir: str | Path, target: Path) -> None:
+    """Copy the run dir's config and tokenizer files into the export dir.
+
+    ``tokenizer_config.json`` is made readable by transformers 4 as well as 5 (what optimum-onnx
+    runs on): transformers 5 writes ``tokenizer_class: TokenizersBackend``, a class 4.x lacks
+    (``PreTrainedTokenizerFast`` loads the same ``tokenizer.json`` in both), and a list of
+    ``extra_special_tokens`` where 4.x expects ``additional_special_tokens``."""
+    for name in COPIED:
+        source = Path(run_dir) / name
+        if not source.is_file():
+            continue
+        if name != "tokenizer_config.json":
+            shutil.copy2(source, target / name)
+            continue
+        config = json.loads(source.read_text(encoding="utf-8"))
+        if config.get("tokenizer_class") == "TokenizersBackend":
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        extra = config.get("extra_special_tokens")
+        if isinstance(extra, list) and "additional_special_tokens" not in config:
+            config["additional_special_tokens"] = config.pop("extra_special_tokens")
+        (target / name).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
+
+
+def export_manifest(run: Manifest, run_dir: str, **fields: Any) -> Manifest:
+    """The run dir's manifest made an export's: ``fields`` (io, opset, validation, variants,
+    …) added, the source run and the export's time and torch version recorded."""
+    return {**run, "kind": "export", **fields,  # type: ignore[typeddict-item]
+            "source_run": str(Path(run_dir).absolute()),
+            "provenance": {**run.get("provenance", {}),
+                           "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "torch_export": torch.__version__}}

@@ -23,7 +23,8 @@ import torch
 from nlpforge.atomic import atomic_dir, check_output
 from nlpforge.errors import ExportError, UsageError
 from nlpforge.export import files
-from nlpforge.export.convert import ExportWrapper, eager_attention, to_onnx, vocab_size
+from nlpforge.export.convert import (ExportWrapper, eager_attention, exporter_error, to_onnx,
+                                     vocab_size)
 from nlpforge.export.fp16 import RELATIVE_TOLERANCE, convert_fp16, validate_fp16
 from nlpforge.export.optimize import LEVELS, optimize
 from nlpforge.export.quality import int8_validation, quality_data, run_validation_file
@@ -33,7 +34,7 @@ from nlpforge.export.triton import VERSION, TritonOptions, write_config
 from nlpforge.export.validate import (Features, Runner, compare, differences, encoder_cases,
                                       encoder_features, memoized, onnx_runner)
 from nlpforge.families import family
-from nlpforge.manifest import write_manifest
+from nlpforge.manifest import Manifest, write_manifest
 from nlpforge.tasks import Signature
 from nlpforge.training.models import load_run
 
@@ -43,10 +44,6 @@ VARIANT_FILES = {"fp32": MODEL_FILE, "optimized": "model.optimized.onnx",
                  "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 FORMATS = ("onnx", "triton")
 QUANTIZE = ("none", "int8")
-#: Files copied from the run dir so the export dir is self-contained (and loadable by optimum).
-COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-          "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
-          "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja")
 TWO_GB = files.TWO_GB
 
 
@@ -132,7 +129,7 @@ def export_run(run_dir: str, output: str, **options: Any) -> dict[str, Any]:
     return export(run_dir, output, opts, manifest, task, model, tokenizer)
 
 
-def export_encoder(run_dir: str, output: str, opts: ExportOptions, manifest: dict[str, Any],
+def export_encoder(run_dir: str, output: str, opts: ExportOptions, manifest: Manifest,
                    task: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
     """The encoder family's exporter: one ``model.onnx`` and its variants."""
     triton = opts.format == "triton"
@@ -172,7 +169,7 @@ def export_encoder(run_dir: str, output: str, opts: ExportOptions, manifest: dic
     return record
 
 
-def _build(run_dir: str, manifest: dict, task: Any, model: Any, tokenizer: Any,
+def _build(run_dir: str, manifest: Manifest, task: Any, model: Any, tokenizer: Any,
            wrapper: ExportWrapper, signature: Signature, opts: ExportOptions, target: Path,
            work: Path, data: tuple[str, list[dict]] | None) -> dict[str, Any]:
     """Write the model files into ``target``; returns the export manifest (not written yet)."""
@@ -186,7 +183,7 @@ def _build(run_dir: str, manifest: dict, task: Any, model: Any, tokenizer: Any,
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"torch.onnx could not export {run_dir}: {_reason(exc)}")
+        raise ExportError(f"torch.onnx could not export {run_dir}: {exporter_error(exc)}")
     wrapper.eval()
     model.eval()  # the exporter restores training flags; references need eval mode
     validator = Validator(encoder_cases(signature.inputs, vocab, tokenizer.max_length),
@@ -220,30 +217,16 @@ def _build(run_dir: str, manifest: dict, task: Any, model: Any, tokenizer: Any,
             f"{VARIANT_FILES['optimized']} before the CPU-only pass"
         variants["fp16"] = {**_variant(fp16, "fp16", check), "source": source,
                             "io_types": "as fp32 (inputs and outputs keep their types)"}
-    for name in COPIED:
-        if (Path(run_dir) / name).is_file():
-            shutil.copy2(Path(run_dir) / name, target / name)
+    files.copy_model_files(run_dir, target)
     default = "optimized" if "optimized" in variants else "fp32"
-    export_manifest = {
-        **manifest,
-        "kind": "export",
-        "io": {"model": MODEL_FILE, "inputs": list(signature.inputs),
-               "outputs": list(signature.outputs),
-               "dynamic_axes": {k: {str(a): n for a, n in v.items()}
-                                for k, v in signature.dynamic_axes.items()}},
-        "opset": used_opset,
-        "validation": report,
-        "variants": variants,
-        "default_variant": default,
-        "optimization": optimization,
-        "quantization": quantization,
-        "source_run": str(Path(run_dir).absolute()),
-    }
-    export_manifest["provenance"] = {**manifest.get("provenance", {}),
-                                     "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                               time.gmtime()),
-                                     "torch_export": torch.__version__}
-    return export_manifest
+    return files.export_manifest(
+        manifest, run_dir,
+        io={"model": MODEL_FILE, "inputs": list(signature.inputs),
+            "outputs": list(signature.outputs),
+            "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                             for k, v in signature.dynamic_axes.items()}},
+        opset=used_opset, validation=report, variants=variants, default_variant=default,
+        optimization=optimization, quantization=quantization)
 
 
 def _variant(path: Path, precision: str, validation: str | dict) -> dict[str, Any]:
@@ -255,15 +238,6 @@ def _variant(path: Path, precision: str, validation: str | dict) -> dict[str, An
 def _brief(report: dict[str, Any]) -> dict[str, Any]:
     """A validation report without the list of shapes (the same for every check)."""
     return {k: v for k, v in report.items() if k != "cases"}
-
-
-def _reason(exc: BaseException) -> str:
-    """The informative line of an exporter error (its summary, not its advice)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if "Exception summary" in line and i + 1 < len(lines):
-            return lines[i + 1]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _torch_reference(wrapper: ExportWrapper, signature: Signature) -> Runner:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nlpforge.errors import ExportError, UsageError
+from nlpforge.manifest import Manifest
 
 
-def quality_data(path: str | None, manifest: dict[str, Any], task: Any) -> tuple[str, list[dict]]:
+def quality_data(path: str | None, manifest: Manifest, task: Any) -> tuple[str, list[dict]]:
     """Labelled rows for the check: ``path``, else the validation file the run was trained with."""
     from nlpforge.data import read_dataset
 
@@ -30,7 +31,7 @@ def quality_data(path: str | None, manifest: dict[str, Any], task: Any) -> tuple
     return str(path), rows
 
 
-def run_validation_file(manifest: dict[str, Any]) -> str | None:
+def run_validation_file(manifest: Manifest) -> str | None:
     """The validation file the run was trained with, when it is still there."""
     for path in ((manifest.get("provenance") or {}).get("validation_file"),
                  (manifest.get("training") or {}).get("validation")):

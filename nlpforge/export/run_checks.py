@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from nlpforge.errors import ModelDirError
+from nlpforge.json_files import read_json_object
+from nlpforge.manifest import Manifest
 
 
-def check_run(directory: Path, manifest: dict, model: Any) -> None:
+def check_run(directory: Path, manifest: Manifest, model: Any) -> None:
     """Refuse a run dir whose Hugging Face model does not belong to its nlpforge.json's task.
 
     (A task that loads another head class than the one saved would silently get a freshly
@@ -17,7 +18,7 @@ def check_run(directory: Path, manifest: dict, model: Any) -> None:
     """
     if not (hasattr(model, "config") and hasattr(model, "save_pretrained")):
         return  # a custom nn.Module head: its task loads and checks its own weights
-    config = _read_json(directory / "config.json")
+    config = read_json_object(directory / "config.json", strict=True)
     cls = type(model).__name__
     architectures = config.get("architectures") or []
     if architectures and cls not in architectures:
@@ -32,11 +33,3 @@ def check_run(directory: Path, manifest: dict, model: Any) -> None:
         raise ModelDirError(f"{directory}: config.json has the labels {names} but nlpforge.json "
                             f"has {sorted(map(str, labels))}: the weights come from another run. "
                             f"Train again with nlpforge train")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelDirError(f"{path}: cannot read: {exc}")
-    return data if isinstance(data, dict) else {}

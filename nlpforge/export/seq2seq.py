@@ -22,12 +22,13 @@ import numpy as np
 import torch
 
 from nlpforge.errors import ExportError
-from nlpforge.export import cached, files
+from nlpforge.export import files, generative
 from nlpforge.export.convert import eager_attention
 from nlpforge.export.seq2seq_graphs import (DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE,
                                             CacheLayout, cache_layout, graphs, run_graph)
 from nlpforge.export.optimize import ort_fusions
 from nlpforge.export.validate import Features, compare, memoized, onnx_runner
+from nlpforge.manifest import Manifest
 
 #: ONNX Runtime transformer-optimizer model type per ``model_type`` (--optimize); others: bart
 FUSIONS = {"t5": "t5", "mt5": "t5", "umt5": "t5"}
@@ -35,11 +36,11 @@ FUSIONS = {"t5": "t5", "mt5": "t5", "umt5": "t5"}
 TRACE = {"batch": 2, "encoder": 7, "decoder": 3, "past": 5}
 
 
-def export_encoder_decoder(run_dir: str, output: str, opts: Any, manifest: dict[str, Any],
+def export_encoder_decoder(run_dir: str, output: str, opts: Any, manifest: Manifest,
                            task: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
     """Export an encoder-decoder run dir to ``output``; nothing is written unless all three
     graphs match PyTorch on every validation case. Returns the export manifest."""
-    cached.check_options(opts, "encoder-decoder")
+    generative.check_options(opts, "encoder-decoder")
     eager_attention(model)
     model.eval()
     special = special_ids(Path(run_dir), model.config, tokenizer)
@@ -63,7 +64,7 @@ def export_encoder_decoder(run_dir: str, output: str, opts: Any, manifest: dict[
                          for name, w in wrappers.items()},
               **layout.to_json(), "cache_dtype": "float32", **special}
         model_files = [f for name in wrappers for f in files.model_files(target / name)]
-        record = cached.export_record(manifest, run_dir, io, model_files, ENCODER_FILE,
+        record = generative.export_record(manifest, run_dir, io, model_files, ENCODER_FILE,
                                       exporters, opset, report)
         if opts.optimize == "none":
             return record
@@ -77,17 +78,17 @@ def export_encoder_decoder(run_dir: str, output: str, opts: Any, manifest: dict[
 
         fusions = ort_fusions(FUSIONS.get(model.config.model_type, "bart"), layout.num_heads,
                               layout.hidden_size)
-        optimization, names = cached.optimize_graphs(target, {n: check(n) for n in wrappers},
+        optimization, names = generative.optimize_graphs(target, {n: check(n) for n in wrappers},
                                                      opts, fusions)
-        return cached.with_optimized(record, optimization, names, target)
+        return generative.with_optimized(record, optimization, names, target)
 
-    return cached.write_export(output, opts, run_dir, build,
+    return generative.write_export(output, opts, run_dir, build,
                                lambda target, record: smoke_test(target, record, task))
 
 
 def special_ids(run_dir: Path, config: Any, tokenizer: Any) -> dict[str, Any]:
     """Decoder start, EOS, pad and forced-BOS ids as ``generate()`` uses them."""
-    ids = cached.special_ids(run_dir, config, tokenizer)
+    ids = generative.special_ids(run_dir, config, tokenizer)
     if ids["decoder_start_token_id"] is None:
         raise ExportError(f"{run_dir}: the model config has no decoder_start_token_id; set it "
                           f"in config.json or generation_config.json")
@@ -143,7 +144,7 @@ def _export(wrapper: Any, dummy: dict[str, np.ndarray], path: Path, opts: Any,
     def dynamo(target: Path, opset: int, external: bool) -> None:
         _dynamo_export(wrapper, args, target, opset, external)
 
-    return cached.trace(wrapper, args, path, opts, run_dir, names, dynamo)
+    return generative.trace(wrapper, args, path, opts, run_dir, names, dynamo)
 
 
 def _dynamo_export(wrapper: Any, args: tuple, path: Path, opset: int, external: bool) -> None:
@@ -242,7 +243,7 @@ def _worst(diffs: dict[str, float]) -> dict[str, float]:
 
 # -- smoke test ---------------------------------------------------------------------------
 
-def smoke_test(directory: Path, manifest: dict[str, Any], task: Any) -> None:
+def smoke_test(directory: Path, manifest: Manifest, task: Any) -> None:
     """Load the finished export with the torch-free stepper: encode the task's example
     request, run the first decoder step and one more."""
     from nlpforge.runtime.generation.seq2seq import EncoderDecoderStepper
@@ -255,7 +256,7 @@ def smoke_test(directory: Path, manifest: dict[str, Any], task: Any) -> None:
         return stepper, task.encode([task.example_request(), task.example_request()],
                                     tokenizer)
 
-    cached.smoke_test(open_export)
+    generative.smoke_test(open_export)
 
 
 __all__ = ["export_encoder_decoder", "special_ids", "validate"]

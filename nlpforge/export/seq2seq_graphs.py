@@ -1,6 +1,8 @@
 """The three graphs of an encoder-decoder export, as PyTorch modules with flat tensor IO.
 
-Layout and tensor names are optimum's ``ORTModelForSeq2SeqLM``:
+Layout, tensor names and the order of the cache tensors (layer by layer: each layer's
+self-attention key and value, then its cross-attention key and value) are optimum's
+``ORTModelForSeq2SeqLM``, which feeds and reads caches by position:
 
 - ``encoder_model.onnx``: ``input_ids``, ``attention_mask`` → ``last_hidden_state``;
 - ``decoder_model.onnx`` (the first step): ``input_ids``, ``encoder_attention_mask``,
@@ -44,6 +46,13 @@ def present_names(num_layers: int, part: str) -> list[str]:
     return [f"present.{i}.{part}.{k}" for i in range(num_layers) for k in KINDS]
 
 
+def by_layer(prefix: str, num_layers: int) -> list[str]:
+    """Both caches' names layer by layer, in the order optimum's ORTModelForSeq2SeqLM feeds
+    them by position: ``{prefix}.{i}.decoder.key/value``, ``{prefix}.{i}.encoder.key/value``."""
+    return [f"{prefix}.{i}.{part}.{k}" for i in range(num_layers)
+            for part in ("decoder", "encoder") for k in KINDS]
+
+
 @dataclass(frozen=True)
 class GraphSignature:
     """Input and output names of one graph, with the labels of their dynamic axes."""
@@ -74,7 +83,7 @@ def decoder_signature(num_layers: int) -> GraphSignature:
     axes.update({n: {0: "batch_size", 2: "decoder_sequence_length"} for n in self_out})
     axes.update({n: {0: "batch_size", 2: "encoder_sequence_length"} for n in cross_out})
     return GraphSignature(("input_ids", "encoder_attention_mask", "encoder_hidden_states"),
-                          ("logits", *self_out, *cross_out), axes)
+                          ("logits", *by_layer("present", num_layers)), axes)
 
 
 def decoder_with_past_signature(num_layers: int) -> GraphSignature:
@@ -87,8 +96,8 @@ def decoder_with_past_signature(num_layers: int) -> GraphSignature:
     axes.update({n: {0: "batch_size", 2: "past_decoder_sequence_length"} for n in self_in})
     axes.update({n: {0: "batch_size", 2: "encoder_sequence_length"} for n in cross_in})
     axes.update({n: {0: "batch_size", 2: "past_decoder_sequence_length + 1"} for n in self_out})
-    return GraphSignature(("input_ids", "encoder_attention_mask", *self_in, *cross_in),
-                          ("logits", *self_out), axes)
+    return GraphSignature(("input_ids", "encoder_attention_mask",
+                           *by_layer("past_key_values", num_layers)), ("logits", *self_out), axes)
 
 
 def _cache_arg(model: Any) -> str:
@@ -142,8 +151,11 @@ class DecoderGraph(torch.nn.Module):
                          encoder_outputs=(encoder_hidden_states,), use_cache=True,
                          **{self.cache_arg: cache})
         returned = _returned_cache(out)
-        return (out.logits, *_flatten(returned, self.num_layers, "decoder"),
-                *_flatten(returned, self.num_layers, "encoder"))
+        own = _flatten(returned, self.num_layers, "decoder")
+        cross = _flatten(returned, self.num_layers, "encoder")
+        layers = [t for i in range(self.num_layers)
+                  for t in (*own[2 * i:2 * i + 2], *cross[2 * i:2 * i + 2])]
+        return (out.logits, *layers)
 
 
 class DecoderWithPastGraph(torch.nn.Module):
@@ -161,14 +173,13 @@ class DecoderWithPastGraph(torch.nn.Module):
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from transformers import DynamicCache, EncoderDecoderCache
 
-        n = 2 * self.num_layers
         self_cache, cross_cache = DynamicCache(), DynamicCache()
-        for i in range(self.num_layers):
-            self_cache.update(past[2 * i], past[2 * i + 1], i)
-            cross_cache.update(past[n + 2 * i], past[n + 2 * i + 1], i)
+        for i in range(self.num_layers):  # by layer: own key, value, cross key, value
+            self_cache.update(past[4 * i], past[4 * i + 1], i)
+            cross_cache.update(past[4 * i + 2], past[4 * i + 3], i)
         cache = EncoderDecoderCache(self_cache, cross_cache)
         placeholder = torch.zeros(*encoder_attention_mask.shape, self.hidden_size,
-                                  dtype=past[n].dtype)
+                                  dtype=past[0].dtype)
         out = self.model(decoder_input_ids=input_ids, attention_mask=encoder_attention_mask,
                          encoder_outputs=(placeholder,), use_cache=True,
                          **{self.cache_arg: cache})

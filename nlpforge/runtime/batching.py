@@ -14,14 +14,18 @@ def row_size(row: dict[str, Any]) -> int:
     return sum(len(v) if isinstance(v, (str, list)) else 1 for v in row.values())
 
 
+def by_length(lengths: Sequence[int]) -> list[int]:
+    """Positions of ``lengths`` from the shortest to the longest (equal lengths keep their
+    order): how rows are grouped into batches of similar length everywhere."""
+    return sorted(range(len(lengths)), key=lengths.__getitem__)
+
+
 def predict_rows(task: Any, tokenizer: Any, run: Runner, rows: Sequence[dict],
                  batch_size: int = 32, sort_by_length: bool = True) -> list[dict]:
     """Encode rows in batches of similar length, run the model, postprocess; keep input order."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    order = list(range(len(rows)))
-    if sort_by_length:
-        order.sort(key=lambda i: row_size(rows[i]))
+    order = by_length([row_size(r) for r in rows]) if sort_by_length else range(len(rows))
     results: list[dict | None] = [None] * len(rows)
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]

@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nlpforge.errors import DataError, ModelDirError
-from nlpforge.manifest import read_manifest, task_from_manifest
-from nlpforge.runtime.batching import predict_rows, row_size
+from nlpforge.errors import DataError
+from nlpforge.manifest import Manifest, read_manifest, task_from_manifest
+from nlpforge.runtime.batching import by_length, predict_rows, row_size
 from nlpforge.runtime.providers import load_session
 from nlpforge.runtime.tokenizer import Tokenizer
 from nlpforge.runtime.variants import model_file_of
@@ -22,7 +22,7 @@ SORT_BLOCK = 8192
 class Predictor:
     """Predictions from an exported model: ``Predictor.load(dir).predict(["some text"])``."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any], task: Any,
+    def __init__(self, directory: Path, manifest: Manifest, task: Any,
                  tokenizer: Tokenizer, session: Any, batch_size: int = 32,
                  variant: str = "fp32"):
         self.directory = directory
@@ -41,10 +41,7 @@ class Predictor:
         """Load an export dir. ``device``: auto, cpu, cuda or cuda:N; ``threads``: CPU threads;
         ``variant``: fp32, optimized, int8 or fp16 (default: the export's lossless best)."""
         directory = Path(path)
-        manifest = read_manifest(directory)
-        if manifest["kind"] != "export":
-            raise ModelDirError(f"{directory}: this is a {manifest['kind']} dir; make an export "
-                                f"dir first with 'nlpforge export {directory} --output DIR'")
+        manifest = read_manifest(directory, kind="export")
         task = task_from_manifest(manifest, str(directory))
         model_file = directory / model_file_of(manifest, variant, directory)
         tok = manifest["tokenizer"]
@@ -99,10 +96,10 @@ class Predictor:
 
     def _sorted_predict(self, rows: list[dict], batch_size: int) -> list[dict]:
         """Predict ``rows`` in batches of rows with the same number of tokens: they waste no
-        compute on padding (on SST-2, sorting by characters leaves 26% padding, by tokens 4%).
-        Counting the tokens encodes the rows, and the batches reuse those encodings."""
+        compute on padding (sorting by characters leaves far more). Counting the tokens
+        encodes the rows, and the batches reuse those encodings."""
         with self.tokenizer.reuse():
-            order = sorted(range(len(rows)), key=self._token_counts(rows).__getitem__)
+            order = by_length(self._token_counts(rows))
             results = predict_rows(self.task, self.tokenizer, self.run,
                                    [rows[i] for i in order], batch_size, sort_by_length=False)
         out: list[dict] = [{}] * len(rows)

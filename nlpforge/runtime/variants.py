@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from nlpforge.errors import ModelDirError
+from nlpforge.manifest import Manifest
 
 #: The ``nlpforge export`` flag that makes each variant beside fp32.
 EXPORT_FLAGS = {"optimized": "--optimize extended", "int8": "--quantize int8", "fp16": "--fp16"}
 
 
-def variant_entry(manifest: dict[str, Any], variant: str | None,
+def variant_entry(manifest: Manifest, variant: str | None,
                   directory: Path) -> dict[str, Any]:
     """The manifest's record of ``variant`` (None: the export's default variant);
     ModelDirError naming the variants the export has when it lacks this one."""
@@ -26,12 +27,12 @@ def variant_entry(manifest: dict[str, Any], variant: str | None,
     return variants[name]
 
 
-def model_file_of(manifest: dict[str, Any], variant: str | None, directory: Path) -> str:
+def model_file_of(manifest: Manifest, variant: str | None, directory: Path) -> str:
     """The ONNX file of ``variant`` (None: the export's default variant)."""
     return variant_entry(manifest, variant, directory)["file"]
 
 
-def graph_file(manifest: dict[str, Any], role: str, variant: str | None,
+def graph_file(manifest: Manifest, role: str, variant: str | None,
                directory: Any) -> str:
     """The file of graph ``role`` (``model``; ``encoder``, ``decoder``, ``decoder_with_past``)
     in ``variant`` (None: the export's default): ``io`` names the fp32 graphs, a variant of

@@ -20,7 +20,7 @@ from nlpforge.serving import protocol, v1, v2, v2_generate
 from nlpforge.serving.auth import BearerAuth
 from nlpforge.serving.batcher import DynamicBatcher
 from nlpforge.serving.direct_routes import DirectRoutes, direct_routes
-from nlpforge.serving.metrics import CONTENT_TYPE
+from nlpforge.serving.prometheus import CONTENT_TYPE
 from nlpforge.serving.middleware import LimitBody, ObserveRequests
 from nlpforge.serving.served import ServedModel
 from nlpforge.serving.state import ServerState, ServeSettings

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from nlpforge.serving.errors import PayloadTooLarge
-from nlpforge.serving.metrics import NO_MODEL, Metrics
+from nlpforge.serving.prometheus import NO_MODEL, Metrics
 
 _MODEL_PATH = re.compile(r"/v[12]/models/([^/]+)(?:/versions/[^/]+)?(?:/([a-z_]+))?/?")
 

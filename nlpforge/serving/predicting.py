@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from nlpforge.runtime.batching import predict_rows, row_size
+from nlpforge.json_files import read_json_object
+from nlpforge.runtime.batching import by_length, predict_rows, row_size
 from nlpforge.runtime.predictor import Predictor
 from nlpforge.runtime.tokenizer import Tokenizer
 from nlpforge.serving.batcher import Job
 from nlpforge.serving.errors import BadRequest, InputTooLong
-from nlpforge.serving.protocol import OutputTensor, Tensor
+from nlpforge.serving.protocol import Tensor
 from nlpforge.serving.served import RowsJob, ServedModel, datatype_of_value
 
 _ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
@@ -35,7 +36,7 @@ class PredictorModel(ServedModel):
         super().__init__(name, predictor, predictor.tokenizer.max_length)
         self.predictor = predictor
         self.tensor_inputs = list(predictor.input_names)
-        config = _read_config(predictor.directory)
+        config = read_json_object(predictor.directory / "config.json")
         self.vocab_size = int(config.get("vocab_size")
                               or predictor.tokenizer.vocab_size)
         self.type_vocab_size = int(config.get("type_vocab_size") or 2)
@@ -73,11 +74,11 @@ class PredictorModel(ServedModel):
                                "labels": json.dumps(self.task.labels)}}
 
     async def infer_tensors(self, tensors: list[Tensor],
-                            timeout: float) -> dict[str, OutputTensor]:
+                            timeout: float) -> dict[str, Tensor]:
         features, length = self._features_from_tensors(tensors)
         size = len(features["input_ids"])
         outputs = await self._submit(("tensors",), features, size, length, timeout)
-        return {n: OutputTensor.from_array(n, a) for n, a in outputs.items()}
+        return {n: Tensor.from_array(n, a) for n, a in outputs.items()}
 
     def _features_from_tensors(self, tensors: list[Tensor]) -> tuple[dict[str, np.ndarray], int]:
         """INT64 inputs → checked features for ``Predictor.run``; absent masks are filled in."""
@@ -147,7 +148,7 @@ class PredictorModel(ServedModel):
             rows.extend(payload.rows)
         if not rows:
             return results
-        order = sorted(range(len(rows)), key=lambda k: row_size(rows[k]))
+        order = by_length([row_size(r) for r in rows])
         runs: list[dict[str, np.ndarray]] = []
 
         def run(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -225,12 +226,3 @@ class PredictorModel(ServedModel):
         for rows in ([self.example], [self.example] * self.max_batch_size, [long]):
             predict_rows(self.task, self.predictor.tokenizer, self.predictor.run, rows,
                          self.max_batch_size)
-
-
-def _read_config(directory: Path) -> dict:
-    path = Path(directory) / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

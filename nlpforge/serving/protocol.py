@@ -148,13 +148,31 @@ def check_parameters(parameters: dict | None, where: str) -> dict:
 
 @dataclass
 class Tensor:
-    """A decoded input: ``data`` is a numpy array of ``shape``, or a flat list of str for BYTES."""
+    """One tensor of the wire format, input or output: ``data`` is a numpy array of ``shape``,
+    or a flat list of str for BYTES."""
 
     name: str
     datatype: str
     shape: tuple[int, ...]
     data: Any
-    where: str  # the request field it came from, for error messages
+    #: The request field an input came from, for error messages ("" for outputs).
+    where: str = ""
+
+    @classmethod
+    def from_array(cls, name: str, array: np.ndarray) -> "Tensor":
+        return cls(name, datatype_of(array), tuple(array.shape), array)
+
+    def as_json(self) -> list:
+        if self.datatype == "BYTES":
+            return list(self.data)
+        return np.asarray(self.data).reshape(-1).tolist()
+
+    def as_bytes(self) -> bytes:
+        if self.datatype == "BYTES":
+            return b"".join(struct.pack("<I", len(b)) + b
+                            for b in (s.encode("utf-8") for s in self.data))
+        dtype = np.dtype(DATATYPES[self.datatype]).newbyteorder("<")
+        return np.ascontiguousarray(self.data, dtype=dtype).tobytes()
 
 
 @dataclass
@@ -299,34 +317,8 @@ def _check_count(count: int, shape: Sequence[int], where: str) -> None:
 
 # -- responses --------------------------------------------------------------------------------
 
-@dataclass
-class OutputTensor:
-    """An output: ``data`` is a numpy array, or a list of str for BYTES."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    data: Any
-
-    @classmethod
-    def from_array(cls, name: str, array: np.ndarray) -> "OutputTensor":
-        return cls(name, datatype_of(array), tuple(array.shape), array)
-
-    def as_json(self) -> list:
-        if self.datatype == "BYTES":
-            return list(self.data)
-        return np.asarray(self.data).reshape(-1).tolist()
-
-    def as_bytes(self) -> bytes:
-        if self.datatype == "BYTES":
-            return b"".join(struct.pack("<I", len(b)) + b
-                            for b in (s.encode("utf-8") for s in self.data))
-        dtype = np.dtype(DATATYPES[self.datatype]).newbyteorder("<")
-        return np.ascontiguousarray(self.data, dtype=dtype).tobytes()
-
-
 def encode_infer_response(model_name: str, model_version: str, request_id: str | None,
-                          outputs: Sequence[tuple[OutputTensor, bool]]) -> tuple[bytes, dict]:
+                          outputs: Sequence[tuple[Tensor, bool]]) -> tuple[bytes, dict]:
     """The response body and headers; outputs flagged binary go after the JSON header."""
     entries, blobs = [], []
     for tensor, binary in outputs:

@@ -22,7 +22,7 @@ from nlpforge.errors import UsageError
 from nlpforge.runtime.batching import row_size
 from nlpforge.serving.batcher import DynamicBatcher, Job
 from nlpforge.serving.errors import BadRequest, NotFound
-from nlpforge.serving.protocol import DATATYPES, InferRequest, OutputTensor, Tensor
+from nlpforge.serving.protocol import DATATYPES, InferRequest, Tensor
 
 #: Model names: what a URL path segment can carry safely; never used to build a file path.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -135,7 +135,7 @@ class ServedModel(abc.ABC):
         return predictions
 
     async def infer(self, request: InferRequest, truncate: bool,
-                    timeout: float) -> list[tuple[OutputTensor, bool]]:
+                    timeout: float) -> list[tuple[Tensor, bool]]:
         """A v2 infer request → the requested output tensors, each flagged binary or not."""
         text = [t for t in request.inputs if t.datatype == "BYTES"]
         if not text:
@@ -146,12 +146,12 @@ class ServedModel(abc.ABC):
         rows, where = self._rows_from_tensors(text)
         predictions, raw = await self._submit_rows(rows, truncate, timeout, where)
         available = self._prediction_tensors(predictions)
-        available.update({n: OutputTensor.from_array(n, a) for n, a in raw.items()
+        available.update({n: Tensor.from_array(n, a) for n, a in raw.items()
                           if n not in available})
         return self._select(available, request)
 
     async def infer_tensors(self, tensors: list[Tensor],
-                            timeout: float) -> dict[str, OutputTensor]:
+                            timeout: float) -> dict[str, Tensor]:
         """Token-tensor inputs → the model's raw outputs. Only models with one graph take them."""
         names = ", ".join(t.name[:64] for t in tensors)
         raise BadRequest(f"field 'inputs': model '{self.name}' takes text (BYTES: "
@@ -197,7 +197,7 @@ class ServedModel(abc.ABC):
         rows = [{name: t.data[i] for name, t in fields.items()} for i in range(len(main.data))]
         return self.runtime.as_rows(rows), f"{main.where}.data"
 
-    def _prediction_tensors(self, predictions: list[dict]) -> dict[str, OutputTensor]:
+    def _prediction_tensors(self, predictions: list[dict]) -> dict[str, Tensor]:
         tensors = {}
         for key, datatype in self.prediction_outputs.items():
             values = [p.get(key) for p in predictions]
@@ -206,11 +206,11 @@ class ServedModel(abc.ABC):
                              for v in values]
             else:
                 data = np.asarray(values, dtype=DATATYPES[datatype])
-            tensors[key] = OutputTensor(key, datatype, (len(values),), data)
+            tensors[key] = Tensor(key, datatype, (len(values),), data)
         return tensors
 
-    def _select(self, available: dict[str, OutputTensor],
-                request: InferRequest) -> list[tuple[OutputTensor, bool]]:
+    def _select(self, available: dict[str, Tensor],
+                request: InferRequest) -> list[tuple[Tensor, bool]]:
         if request.outputs is None:
             return [(t, request.binary_outputs) for t in available.values()]
         chosen = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from nlpforge.serving.errors import BadRequest, NotFound, NotReady
-from nlpforge.serving.metrics import Metrics
+from nlpforge.serving.prometheus import Metrics
 from nlpforge.serving.served import ServedModel
 
 

@@ -6,7 +6,7 @@ Importing this package does not import torch; the helpers that need it import it
 
 from nlpforge.testing.contract import (ContractError, ContractReport, check_task,
                                        compare_predictions, predict_without_torch)
-from nlpforge.testing.models import CORPUS, make_tiny_bert, train_wordpiece_tokenizer
+from nlpforge.testing.encoders import CORPUS, make_tiny_bert, train_wordpiece_tokenizer
 from nlpforge.testing.registry import PluginRegistrar, temporary_plugins
 from nlpforge.testing.tiny import (TinyModels, TinyModelUnavailable, make_tiny_model,
                                    wordpiece_tokenizer)

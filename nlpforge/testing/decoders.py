@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nlpforge.testing.models import CORPUS
+from nlpforge.testing.encoders import CORPUS
 
 DECODER_CORPUS = CORPUS + [
     "once upon a time there was a little model that learnt to write",

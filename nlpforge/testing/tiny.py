@@ -16,11 +16,11 @@ from nlpforge.lazy import Unavailable, import_object
 
 #: Tiny model name → "module:function(directory) -> Path".
 BUILDERS = {
-    "bert": "nlpforge.testing.models:make_tiny_bert",
+    "bert": "nlpforge.testing.encoders:make_tiny_bert",
     "gpt2": "nlpforge.testing.decoders:make_tiny_gpt2",
     "llama": "nlpforge.testing.decoders:make_tiny_llama",
-    "t5": "nlpforge.testing.seq2seq_models:make_tiny_t5",
-    "bart": "nlpforge.testing.seq2seq_models:make_tiny_bart",
+    "t5": "nlpforge.testing.encoder_decoders:make_tiny_t5",
+    "bart": "nlpforge.testing.encoder_decoders:make_tiny_bart",
 }
 
 
@@ -33,7 +33,7 @@ def wordpiece_tokenizer(max_length: int = 64, vocab_size: int = 400,
     from tokenizers.trainers import WordPieceTrainer
 
     from nlpforge.runtime.tokenizer import Tokenizer
-    from nlpforge.testing.models import CORPUS
+    from nlpforge.testing.encoders import CORPUS
 
     backend = Backend(models.WordPiece(unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from nlpforge.runtime.batching import by_length
+
 MEGABATCH = 50  # batches per group that is sorted by length (as in Hugging Face's sampler)
 
 
@@ -45,7 +47,7 @@ def split_by_length(lengths: Sequence[int], cost: int = SPLIT_COST) -> list[list
     first. Accumulating the micro-batches' gradients weighted by their examples gives the
     batch's own gradient; only the padding changes.
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    order = by_length(lengths)
     n = len(order)
     best = [0] + [float("inf")] * n  # best[j]: cheapest plan for the j shortest rows
     cut = [0] * (n + 1)

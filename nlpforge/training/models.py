@@ -67,10 +67,7 @@ def load_base_model(task: Any, name: str) -> Any:
 def load_run(directory: str | os.PathLike) -> tuple[dict[str, Any], Any, Any, Tokenizer]:
     """A run dir's manifest, task, PyTorch model (eval mode) and tokenizer."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
-    if manifest["kind"] != "run":
-        raise ModelDirError(f"{directory}: this is an {manifest['kind']} dir, not a run dir made "
-                            f"by 'nlpforge train'")
+    manifest = read_manifest(directory, kind="run")
     missing = [n for n in ("config.json", "tokenizer.json") if not (directory / n).is_file()]
     if not any((directory / w).is_file() for w in WEIGHTS):
         missing.append("model weights (model.safetensors)")

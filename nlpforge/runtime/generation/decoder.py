@@ -24,6 +24,7 @@ from nlpforge.runtime.generation.graph_io import GraphIO
 from nlpforge.runtime.generation.stepper import row_index
 from nlpforge.runtime.providers import load_session
 from nlpforge.runtime.variants import graph_file
+from nlpforge.manifest import Manifest
 
 
 @dataclass
@@ -74,7 +75,7 @@ class DecoderStepper:
         self.outputs = ["logits", *self.present_names]
 
     @classmethod
-    def load(cls, directory: Path, manifest: dict[str, Any], device: str = "auto",
+    def load(cls, directory: Path, manifest: Manifest, device: str = "auto",
              threads: int | None = None, variant: str | None = None,
              binding: bool | None = None) -> "DecoderStepper":
         """The stepper of an export dir whose manifest (``nlpforge.json``) is ``manifest``;

@@ -18,7 +18,6 @@ only, decoded without special tokens and cut before the first stop string.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from nlpforge.errors import DataError, ModelDirError, UsageError
+from nlpforge.json_files import read_json_object
 from nlpforge.runtime.generation.config import GenerationConfig
 from nlpforge.runtime.generation.search import SearchResult, generate, sample_steps
 from nlpforge.runtime.generation.stepper import Stepper
@@ -60,10 +60,7 @@ class Generator:
         from nlpforge.manifest import read_manifest, task_from_manifest
 
         directory = Path(path)
-        manifest = read_manifest(directory)
-        if manifest["kind"] != "export":
-            raise ModelDirError(f"{directory}: this is a {manifest['kind']} dir; make an export "
-                                f"dir first with 'nlpforge export {directory} --output DIR'")
+        manifest = read_manifest(directory, kind="export")
         spec = family(manifest["family"])
         if not spec.generates:
             raise ModelDirError(f"{directory}: a {spec.value} model does not generate text; use "
@@ -79,7 +76,7 @@ class Generator:
         tok = manifest["tokenizer"]
         tokenizer = Tokenizer.from_dir(directory, max_length=tok["max_length"],
                                        pad_id=tok.get("pad_id"))
-        model_config = _read_json(directory / "config.json")
+        model_config = read_json_object(directory / "config.json")
         positions = (model_config.get("n_positions") or model_config.get("max_position_embeddings")
                      if not stepper.is_encoder_decoder else None)
         return cls(stepper, tokenizer, GenerationConfig.from_dir(directory), task, directory,
@@ -274,11 +271,3 @@ def _left_align(ids: np.ndarray, mask: np.ndarray, pad_id: int) -> tuple[np.ndar
 def _is_left_padded(mask: np.ndarray) -> bool:
     """Every row is zeros then ones."""
     return bool((np.diff(mask, axis=1) >= 0).all())
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

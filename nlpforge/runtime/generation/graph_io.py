@@ -7,8 +7,7 @@ Two ways, the same numbers:
   logits are copied to the host.
 - numpy (on the CPU): ``session.run`` with numpy arrays in and out. CPU memory is the
   device, so nothing is copied either way, and it takes one Python call per step where a
-  binding takes one per input and output. Measured on a 6-layer GPT-2 (2 cores), per token:
-  6.66 ms against 7.31 ms through IO binding at batch 1.
+  binding takes one per input and output.
 
 ``binding=True`` forces IO binding on the CPU too (the tests run the CUDA code path that way).
 """

@@ -31,6 +31,7 @@ from nlpforge.runtime.generation.graph_io import GraphIO
 from nlpforge.runtime.generation.stepper import row_index
 from nlpforge.runtime.providers import load_session
 from nlpforge.runtime.variants import graph_file
+from nlpforge.manifest import Manifest
 
 REQUIRED_IO = ("encoder", "decoder", "decoder_with_past", "num_layers", "num_heads",
                "head_dim", "vocab_size", "decoder_start_token_id")
@@ -76,7 +77,7 @@ class EncoderDecoderStepper:
         self.cross_present = [n.replace("past_key_values.", "present.") for n in self.cross_past]
 
     @classmethod
-    def load(cls, directory: Path, manifest: dict[str, Any], device: str = "auto",
+    def load(cls, directory: Path, manifest: Manifest, device: str = "auto",
              threads: int | None = None, variant: str | None = None,
              binding: bool | None = None) -> "EncoderDecoderStepper":
         """The stepper of an export dir whose manifest (``nlpforge.json``) is ``manifest``;
@@ -85,7 +86,7 @@ class EncoderDecoderStepper:
 
         The encoder and first-step decoder run once per batch, between many runs of the
         decoder with a cache: their threads do not spin (they would take the cores the
-        next graph needs; 2× faster start on 2 cores)."""
+        next graph needs)."""
         directory = Path(directory)
         io = manifest.get("io") or {}
         missing = [k for k in REQUIRED_IO if k not in io]
@@ -155,7 +156,7 @@ class EncoderDecoderStepper:
                                                               index))
 
 
-def load_stepper(directory: str | os.PathLike, manifest: dict[str, Any], device: str = "auto",
+def load_stepper(directory: str | os.PathLike, manifest: Manifest, device: str = "auto",
                  threads: int | None = None, variant: str | None = None,
                  binding: bool | None = None) -> EncoderDecoderStepper:
     """Alias of ``EncoderDecoderStepper.load`` for callers that dispatch by family."""

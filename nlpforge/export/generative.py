@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +22,9 @@ import torch
 from nlpforge.atomic import atomic_dir
 from nlpforge.errors import ExportError, UsageError
 from nlpforge.export import files
-from nlpforge.export.convert import quiet_exporter
+from nlpforge.export.convert import exporter_error, quiet_exporter
 from nlpforge.export.optimize import Check, Pass, optimize
-from nlpforge.manifest import write_manifest
+from nlpforge.manifest import Manifest, write_manifest
 
 DEFAULT_OPSET = 17
 
@@ -45,8 +44,6 @@ def trace(wrapper: torch.nn.Module, args: tuple, path: Path, opts: Any, run_dir:
           dynamo: Callable[[Path, int, bool], None]) -> tuple[str, int]:
     """Write ``wrapper`` traced on ``args`` to ``path`` (TorchScript exporter, then
     ``dynamo(path, opset, external_data)`` if that fails); returns the exporter and opset."""
-    from nlpforge.export.onnx import _reason
-
     inputs, outputs, axes = names
     opset = opts.opset or DEFAULT_OPSET
     size = sum(p.numel() * p.element_size() for p in wrapper.parameters())
@@ -64,7 +61,7 @@ def trace(wrapper: torch.nn.Module, args: tuple, path: Path, opts: Any, run_dir:
                     dynamo(path, opset, external)
             break
         except Exception as exc:
-            errors.append(f"{exporter}: {_reason(exc)}")
+            errors.append(f"{exporter}: {exporter_error(exc)}")
     else:
         raise ExportError(f"torch.onnx could not export {path.name} of {run_dir}: "
                           f"{'; '.join(errors)}")
@@ -110,15 +107,11 @@ def write_export(output: str, opts: Any, run_dir: str,
     returns the manifest; the run's tokenizer and config files are copied, the manifest
     written, ``smoke(target, manifest)`` loads the result torch-free. Nothing is left behind
     when any step fails."""
-    from nlpforge.export.onnx import COPIED
-
     start = time.perf_counter()
     try:
         with atomic_dir(output, opts.overwrite) as target:
             record = build(target)
-            for name in COPIED:
-                if (Path(run_dir) / name).is_file():
-                    shutil.copy2(Path(run_dir) / name, target / name)
+            files.copy_model_files(run_dir, target)
             record["export_seconds"] = round(time.perf_counter() - start, 3)
             write_manifest(target, record)
             smoke(target, record)
@@ -173,24 +166,12 @@ def smoke_test(open_export: Callable[[], tuple[Any, dict[str, Any]]]) -> None:
         raise ExportError(f"the export loads but cannot generate: {type(exc).__name__}: {exc}")
 
 
-def export_record(manifest: dict[str, Any], run_dir: str, io: dict[str, Any],
+def export_record(manifest: Manifest, run_dir: str, io: dict[str, Any],
                   model_files: list[str], first_file: str, exporter: Any, opset: int | None,
-                  report: dict[str, Any]) -> dict[str, Any]:
+                  report: dict[str, Any]) -> Manifest:
     """The export manifest of a cached export: one fp32 variant made of ``model_files``."""
-    return {
-        **manifest,
-        "kind": "export",
-        "io": io,
-        "opset": opset,
-        "exporter": exporter,
-        "validation": report,
-        "variants": {"fp32": {"file": first_file, "files": model_files, "precision": "fp32",
-                              "validation": "validation"}},
-        "default_variant": "fp32",
-        "optimization": None,
-        "quantization": None,
-        "source_run": str(Path(run_dir).absolute()),
-        "provenance": {**manifest.get("provenance", {}),
-                       "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "torch_export": torch.__version__},
-    }
+    fp32 = {"file": first_file, "files": model_files, "precision": "fp32",
+            "validation": "validation"}
+    return files.export_manifest(manifest, run_dir, io=io, opset=opset, exporter=exporter,
+                                 validation=report, variants={"fp32": fp32}, default_variant="fp32",
+                                 optimization=None, quantization=None)

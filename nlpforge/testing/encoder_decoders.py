@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nlpforge.testing.models import CORPUS
+from nlpforge.testing.encoders import CORPUS
 
 #: Short parallel-ish sentences so the tokenizers know both English and German words.
 SEQ2SEQ_CORPUS = CORPUS + [
