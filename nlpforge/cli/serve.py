@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import re
 from importlib.util import find_spec
 
 import click
@@ -12,19 +14,36 @@ from nlpforge.errors import UsageError
 _AT_LEAST_ONE = ("max_batch_size", "max_queue_size", "max_request_bytes", "threads")
 
 
+class Finite(click.FloatRange):
+    """A number in a range, never nan or infinite (click's FloatRange lets nan through: every
+    comparison with it is false)."""
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return number
+
+
+#: An origin as browsers send it: scheme, host and optional port, no path.
+_ORIGIN = re.compile(r"https?://[^/\s]+")
+
+
 @click.command()
 @click.argument("export_dirs", nargs=-1, required=True, metavar="[NAME=]EXPORT_DIR...")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 exposes the server to the network.")
-@click.option("--port", type=int, default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="0 picks a free port.")
 @click.option("--max-batch-size", type=int, default=32, show_default=True,
               help="Most rows per model run.")
-@click.option("--max-queue-delay-ms", type=float, default=0.0, show_default=True,
+@click.option("--max-queue-delay-ms", type=Finite(0, 60_000), default=0.0, show_default=True,
               help="Longest wait for more requests to fill a batch (0: run what is waiting; "
                    "requests that arrive while the model is busy still share the next run).")
 @click.option("--max-queue-size", type=int, default=256, show_default=True,
               help="Requests waiting per model; beyond it, 429 with Retry-After.")
-@click.option("--request-timeout-s", type=float, default=30.0, show_default=True,
+@click.option("--request-timeout-s", type=Finite(0, 86_400, min_open=True), default=30.0, show_default=True,
               help="A request not answered in time gets 504.")
 @click.option("--max-request-bytes", type=int, default=4 * 1024 * 1024, show_default=True,
               help="Larger request bodies get 413.")
@@ -39,14 +58,39 @@ _AT_LEAST_ONE = ("max_batch_size", "max_queue_size", "max_request_bytes", "threa
 @click.option("--variant", type=click.Choice(["fp32", "optimized", "int8", "fp16"]),
               help="The model file of each export to serve (default: optimized if exported, "
                    "else fp32).")
-@click.option("--shutdown-timeout-s", type=float, default=30.0, show_default=True,
+@click.option("--shutdown-timeout-s", type=Finite(0, 86_400, min_open=True), default=30.0,
+              show_default=True,
               help="On SIGTERM, how long requests in flight may take to finish.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option("--max-header-bytes", type=click.IntRange(1024, 1024 * 1024), default=16 * 1024,
+              show_default=True, help="Largest request head (request line and headers); "
+                                      "larger gets 431.")
+@click.option("--max-headers", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="Most header fields in a request; more get 431.")
+@click.option("--header-timeout-s", type=Finite(0, 3600, min_open=True), default=10.0,
+              show_default=True, help="A request's head must arrive within this of the "
+                                      "connection opening or of its first byte; else 408 and "
+                                      "the connection is closed.")
+@click.option("--body-timeout-s", type=Finite(0, 3600, min_open=True), default=30.0,
+              show_default=True, help="A request's body must arrive within this of its head; "
+                                      "else 408 and the connection is closed.")
+@click.option("--limit-concurrency", type=click.IntRange(1, 1_000_000), default=256,
+              show_default=True, help="Most connections open and requests in flight at once; "
+                                      "beyond, 503.")
+@click.option("--allowed-hosts", metavar="HOST,...",
+              help="Host header names to answer (others get 421), '*' for any. Default: on a "
+                   "loopback address localhost, 127.0.0.1 and ::1 (against DNS rebinding); "
+                   "on other addresses any.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN (e.g. https://app.example.com) call the server "
+                   "(CORS); repeat for several. Default: none.")
 def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: int,
           max_queue_delay_ms: float, max_queue_size: int, request_timeout_s: float,
           max_request_bytes: int, truncate: bool, token: str | None, device: str,
           threads: int | None, variant: str | None, shutdown_timeout_s: float,
-          access_log: bool) -> None:
+          access_log: bool, max_header_bytes: int, max_headers: int, header_timeout_s: float,
+          body_timeout_s: float, limit_concurrency: int, allowed_hosts: str | None,
+          cors_origins: tuple[str, ...]) -> None:
     """Serve export dirs over HTTP until SIGTERM or Ctrl-C.
 
     \b
@@ -55,12 +99,14 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
       POST /v1/models/NAME/predict    {"inputs": ["some text", ...]}
       GET  /v2/health/ready, /metrics, /docs (interactive API docs)
     """
-    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if find_spec(m) is None]
+    missing = [m for m in ("fastapi", "uvicorn", "httptools", "prometheus_client")
+               if find_spec(m) is None]
     if missing:
         raise UsageError(f"nlpforge serve needs the serve extra ({', '.join(missing)} missing): "
                          f"pip install 'nlpforge[serve]'")
     from nlpforge.serving.served import ServedModel, parse_model_arg
     from nlpforge.serving.shutdown import bind, run
+    from nlpforge.serving.middleware import allowed_hosts as host_names
     from nlpforge.serving.state import ServeSettings
 
     values = {"max_batch_size": max_batch_size, "max_queue_size": max_queue_size,
@@ -68,13 +114,11 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
     for name in _AT_LEAST_ONE:
         if values[name] is not None and values[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
-    for name, value in (("max-queue-delay-ms", max_queue_delay_ms),
-                        ("request-timeout-s", request_timeout_s),
-                        ("shutdown-timeout-s", shutdown_timeout_s)):
-        if value < 0 or (value == 0 and name != "max-queue-delay-ms"):
-            raise UsageError(f"--{name} must be positive, got {value:g}")
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port must be 0 to 65535, got {port}")
+    origins = tuple(origin.rstrip("/") for origin in cors_origins)
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise UsageError(f"--cors-origin {origin[:100]!r}: expected an origin such as "
+                             f"https://app.example.com (scheme, host, optional port), or '*'")
     specs = [parse_model_arg(arg) for arg in export_dirs]
     names = [name for name, _ in specs]
     for name in names:
@@ -90,11 +134,18 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
     from nlpforge.serving.app import create_app
 
     settings = ServeSettings(max_batch_size, max_queue_delay_ms, max_queue_size,
-                             request_timeout_s, max_request_bytes, truncate, token)
+                             request_timeout_s, max_request_bytes, truncate, token,
+                             max_header_bytes=max_header_bytes, max_headers=max_headers,
+                             header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
+                             limit_concurrency=limit_concurrency, cors_origins=origins,
+                             allowed_hosts=host_names(host, None if allowed_hosts is None
+                                                      else allowed_hosts.split(",")))
     app = create_app(models, settings)
     address = sock.getsockname()
     url = f"http://{host if ':' not in host else f'[{host}]'}:{address[1]}"
-    logging.getLogger("nlpforge.serving").setLevel(logging.INFO)
+    serving_log = logging.getLogger("nlpforge.serving")
+    if serving_log.getEffectiveLevel() > logging.INFO:  # -v keeps debug: 500s' tracebacks
+        serving_log.setLevel(logging.INFO)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.echo(f"warning: listening on {host} without --token: anyone who can reach "
                    f"this machine can use the models", err=True)

@@ -13,15 +13,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from nlpforge.version import __version__
 from nlpforge.errors import NlpforgeError
 from nlpforge.serving import protocol, v1, v2, v2_generate
+from nlpforge.serving.api_docs import docs_routes
 from nlpforge.serving.auth import BearerAuth
 from nlpforge.serving.batcher import DynamicBatcher
 from nlpforge.serving.direct_routes import DirectRoutes, direct_routes
 from nlpforge.serving.prometheus import CONTENT_TYPE
-from nlpforge.serving.middleware import LimitBody, ObserveRequests
+from nlpforge.serving.middleware import (
+    BINARY_HEADER, AnsweredErrors, CheckTarget, LimitBody, ObserveRequests, RequireJson,
+)
 from nlpforge.serving.served import ServedModel
 from nlpforge.serving.state import ServerState, ServeSettings
 
@@ -54,8 +58,9 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
     """The app serving ``models``; batchers start, and warm-up runs, when the app starts."""
     state = ServerState(models, settings or ServeSettings())
     app = ServingApp(title="nlpforge serve", version=__version__, description=DESCRIPTION,
-                  lifespan=_lifespan, redoc_url=None)
+                  lifespan=_lifespan, redoc_url=None, docs_url=None)
     app.state.server = state
+    app.include_router(docs_routes(app))
     app.include_router(v2.v2_routes(state))
     app.include_router(v2_generate.generation_routes(state))
     app.include_router(v1.v1_routes(state))
@@ -69,15 +74,30 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
 
     _add_error_handlers(app)
     outer: list[tuple[type, dict[str, Any]]] = [
+        (AnsweredErrors, {}),
         (DirectRoutes, {"routes": direct_routes(app.routes), "on_error": error_response}),
         (LimitBody, {"limit": state.settings.max_request_bytes}),
+        (RequireJson, {}),
     ]
     if state.settings.token:
         outer.append((BearerAuth, {"token": state.settings.token}))
+    if state.settings.cors_origins:  # outside auth: a CORS preflight carries no token
+        outer.append((CORSMiddleware, cors_options(state.settings.cors_origins)))
+    outer.append((CheckTarget, {"allowed": state.settings.allowed_hosts}))
     outer.append((ObserveRequests, {"metrics": state.metrics, "models": state.models}))
     app.outer_middleware = outer
     app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
     return app
+
+
+def cors_options(origins: Sequence[str]) -> dict[str, Any]:
+    """Starlette's CORSMiddleware for pages from ``origins``: the routes' methods, the headers
+    clients send (token, JSON, Triton's binary extension) and read (binary extension, retry
+    hint); no cookies (the token is a header)."""
+    binary = BINARY_HEADER.decode()
+    return {"allow_origins": list(origins), "allow_methods": ["GET", "POST"],
+            "allow_headers": ["Authorization", "Content-Type", binary],
+            "expose_headers": [binary, "Retry-After", "WWW-Authenticate"], "max_age": 600}
 
 
 @contextlib.asynccontextmanager
@@ -115,15 +135,28 @@ async def _warm_up(state: ServerState) -> None:
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse({"error": protocol.clip_message(message)}, status_code=status,
+                        headers=headers)
+
+
+def log_internal_error(request: Request, exc: BaseException) -> None:
+    """A 500's cause in the log: the exception's type and message; its traceback at debug
+    level (``nlpforge -v serve``)."""
+    log.error("internal error on %s %s: %s: %s", request.method,
+              protocol.clip(request.url.path, 200), type(exc).__name__,
+              protocol.clip_message(str(exc), 500))
+    log.debug("traceback of the internal error", exc_info=exc)
 
 
 async def error_response(request: Request, exc: Exception) -> Response:
     """``{"error": message}`` with the error's status: a ServingError carries its own, a
     DataError is a request that does not fit the task (400); anything else is a logged 500."""
     if isinstance(exc, NlpforgeError):
-        return _error(getattr(exc, "status", 400), str(exc), getattr(exc, "headers", None))
-    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        status = getattr(exc, "status", 400)
+        if status == 500:
+            log_internal_error(request, exc)
+        return _error(status, str(exc), getattr(exc, "headers", None))
+    log_internal_error(request, exc)
     return _error(500, f"internal error: {type(exc).__name__}")
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from nlpforge.serving.api_docs import ASSET_FILES, ASSETS
 from nlpforge.serving.middleware import HttpMiddleware
 
-#: Reachable without a token: probes and the API description.
+#: Reachable without a token: probes and the API description (the docs page and its assets).
 PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json",
-                          "/docs/oauth2-redirect"})
+                          *(f"{ASSETS}/{name}" for name in ASSET_FILES)})
 
 
 class BearerAuth(HttpMiddleware):

@@ -29,6 +29,14 @@ DATATYPES: dict[str, Any] = {
     "BYTES": np.object_,
 }
 _NUMPY_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}  # target kind → accepted JSON kinds
+#: Bounds of a tensor's shape: dimensions, and elements (the product of the dimensions
+#: other than 0, so that an empty tensor cannot declare an impossible size either).
+MAX_RANK = 8
+MAX_ELEMENTS = 2 ** 31 - 1
+#: Longest client-given string that an error message repeats.
+CLIENT_TEXT = 64
+#: Longest error message sent back; a longer one keeps its start and end.
+MAX_MESSAGE = 1024
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -115,11 +123,28 @@ class ErrorResponse(BaseModel):
     error: str
 
 
+def clip(text: Any, limit: int = CLIENT_TEXT) -> str:
+    """A client-given string (or another value's repr) as an error message repeats it: at
+    most ``limit`` characters, ending with '…' when cut."""
+    text = text if isinstance(text, str) else repr(text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def clip_message(message: str, limit: int = MAX_MESSAGE) -> str:
+    """An error message of at most about ``limit`` characters: its start and its end."""
+    if len(message) <= limit:
+        return message
+    head, tail = message[:limit * 3 // 4], message[-(limit // 4):]
+    return f"{head} … [{len(message) - len(head) - len(tail)} characters left out] … {tail}"
+
+
 def field_path(loc: Sequence[Any]) -> str:
-    """``("inputs", 0, "shape")`` → ``inputs[0].shape``."""
+    """``("inputs", 0, "shape")`` → ``inputs[0].shape`` (names clipped: they may be the
+    client's)."""
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        part = part if isinstance(part, int) else clip(str(part))
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
     return path
 
 
@@ -139,7 +164,7 @@ def check_parameters(parameters: dict | None, where: str) -> dict:
     """v2 parameters are name → string, number or boolean."""
     for name, value in (parameters or {}).items():
         if not isinstance(value, (str, int, float, bool)):
-            raise BadRequest(f"field '{where}.{name}': a parameter is a string, number or "
+            raise BadRequest(f"field '{where}.{clip(name)}': a parameter is a string, number or "
                              f"boolean, got {type(value).__name__}")
     return parameters or {}
 
@@ -194,7 +219,7 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
             size = -1
         if not 0 <= size <= len(body):
             raise BadRequest(f"header '{HEADER_LENGTH}': expected the JSON header's byte "
-                             f"count (0 to {len(body)}), got {header_length!r}")
+                             f"count (0 to {len(body)}), got {clip(header_length)!r}")
         body, binary = body[:size], body[size:]
     request = validate_json(InferenceRequest, body)
     parameters = check_parameters(request.parameters, "parameters")
@@ -202,20 +227,20 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
     for i, item in enumerate(request.inputs):
         where = f"inputs[{i}]"
         if item.name in seen:
-            raise BadRequest(f"field '{where}.name': input '{item.name}' is given twice")
+            raise BadRequest(f"field '{where}.name': input {clip(item.name)!r} is given twice")
         seen.add(item.name)
         if item.datatype not in DATATYPES:
-            raise BadRequest(f"field '{where}.datatype': unknown datatype {item.datatype!r} "
-                             f"(one of {', '.join(DATATYPES)})")
-        if any(d < 0 for d in item.shape):
-            raise BadRequest(f"field '{where}.shape': dimensions cannot be negative")
+            raise BadRequest(f"field '{where}.datatype': unknown datatype "
+                             f"{clip(item.datatype)!r} (one of {', '.join(DATATYPES)})")
+        check_shape(item.shape, where)
         item_parameters = check_parameters(item.parameters, f"{where}.parameters")
         size = item_parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or not \
                     0 <= size <= len(binary) - offset:
-                raise BadRequest(f"field '{where}.parameters.binary_data_size': {size!r} does "
-                                 f"not fit the {len(binary) - offset} binary bytes left")
+                raise BadRequest(f"field '{where}.parameters.binary_data_size': "
+                                 f"{clip(repr(size))} does not fit the {len(binary) - offset} "
+                                 f"binary bytes left")
             data = _decode_binary(binary[offset:offset + size], item.datatype, item.shape, where)
             offset += size
         elif item.data is None:
@@ -238,6 +263,18 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
                                  f"classification extension is not supported")
             outputs.append((out.name, out_parameters.get("binary_data", default_binary) is True))
     return InferRequest(request.id, parameters, tensors, outputs, default_binary)
+
+
+def check_shape(shape: Sequence[int], where: str) -> None:
+    """400 unless ``shape`` has at most MAX_RANK dimensions, none negative, whose non-zero
+    ones multiply to at most MAX_ELEMENTS."""
+    if len(shape) > MAX_RANK:
+        raise BadRequest(f"field '{where}.shape': {len(shape)} dimensions; at most {MAX_RANK}")
+    if any(d < 0 for d in shape):
+        raise BadRequest(f"field '{where}.shape': dimensions cannot be negative")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise BadRequest(f"field '{where}.shape': {list(shape)} is over the limit of "
+                         f"{MAX_ELEMENTS} elements (dimensions of 0 aside)")
 
 
 def _count(shape: Sequence[int]) -> int:

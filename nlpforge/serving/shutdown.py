@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from nlpforge.errors import UsageError
+from nlpforge.serving.connections import uvicorn_options
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -57,5 +58,5 @@ def run(app: Any, sock: socket.socket, shutdown_timeout_s: float, access_log: bo
     """Serve ``app`` on ``sock`` until SIGTERM/SIGINT, then drain."""
     config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=access_log,
                             timeout_graceful_shutdown=shutdown_timeout_s, lifespan="on",
-                            server_header=False)
+                            server_header=False, **uvicorn_options(app.state.server.settings))
     GracefulServer(config, app.state.server).run(sockets=[sock])

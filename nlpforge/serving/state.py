@@ -21,6 +21,17 @@ class ServeSettings:
     max_request_bytes: int = 4 * 1024 * 1024
     truncate: bool = True
     token: str | None = None
+    #: Connections (``connections.py``): request head size and fields, read deadlines, and
+    #: connections or requests in flight at once.
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    limit_concurrency: int = 256
+    #: Host header names served (lower case); None serves any (``middleware.CheckTarget``).
+    allowed_hosts: frozenset[str] | None = None
+    #: Web origins allowed to call the API from a browser (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
 
 
 class ServerState:
