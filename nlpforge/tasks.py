@@ -9,7 +9,7 @@ except ``build_model``/``compute_loss`` must work without torch: the runtime cal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -181,6 +181,18 @@ class Task:
         too: runners feed the model its inputs only, and ``postprocess`` receives them all.
         """
         raise NotImplementedError
+
+    def batch_key(self, row: dict) -> Hashable:
+        """Which rows ``encode`` may see together: rows of different keys are never encoded
+        in one batch (``predict_rows``, the ``Predictor``, the server's batches, the
+        ``Generator``), so a row's prediction does not depend on the rows it is batched with.
+
+        The default, ``None``, puts every row in one group: right for a task whose ``encode``
+        treats each row on its own (padding aside). Return another key where a batch's rows
+        change each other's features, e.g. whether a row has a target when ``encode`` adds
+        ``labels`` only if every row has one.
+        """
+        return None
 
     def prompt_features(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray] | None:
         """Generative tasks: requests → the prompt's ``input_ids`` and ``attention_mask`` for

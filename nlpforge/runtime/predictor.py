@@ -10,7 +10,7 @@ import numpy as np
 
 from nlpforge.errors import DataError
 from nlpforge.manifest import Manifest, read_manifest, task_from_manifest
-from nlpforge.runtime.batching import by_length, predict_rows, row_size
+from nlpforge.runtime.batching import batch_groups, by_length, predict_rows, row_size
 from nlpforge.runtime.providers import load_session
 from nlpforge.runtime.tokenizer import Tokenizer
 from nlpforge.runtime.variants import model_file_of
@@ -97,9 +97,13 @@ class Predictor:
     def _sorted_predict(self, rows: list[dict], batch_size: int) -> list[dict]:
         """Predict ``rows`` in batches of rows with the same number of tokens: they waste no
         compute on padding (sorting by characters leaves far more). Counting the tokens
-        encodes the rows, and the batches reuse those encodings."""
+        encodes the rows (each batch key's rows apart), and the batches reuse those
+        encodings."""
         with self.tokenizer.reuse():
-            order = by_length(self._token_counts(rows))
+            order = []
+            for group in batch_groups(self.task, rows):
+                counts = self._token_counts([rows[i] for i in group])
+                order += [group[k] for k in by_length(counts)]
             results = predict_rows(self.task, self.tokenizer, self.run,
                                    [rows[i] for i in order], batch_size, sort_by_length=False)
         out: list[dict] = [{}] * len(rows)
@@ -109,14 +113,15 @@ class Predictor:
 
     def _token_counts(self, rows: list[dict], chunk: int = 1024) -> list[int]:
         """Tokens per row (the task's attention mask), or a character count where the task
-        has no mask or splits rows into windows."""
+        has no mask or its features are not one row per row (windows, a sentence pair as
+        two feature rows)."""
         if self.task.splits_rows:
             return [row_size(row) for row in rows]
         counts: list[int] = []
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             mask = self.task.encode(part, self.tokenizer).get("attention_mask")
-            if mask is None:
+            if mask is None or len(mask) != len(part):
                 return [row_size(row) for row in rows]
             counts.extend(mask.sum(axis=1).tolist())
         return counts

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from nlpforge.errors import NlpforgeError
 from nlpforge.json_files import read_json_object
-from nlpforge.runtime.batching import by_length, predict_rows, row_size
+from nlpforge.runtime.batching import batch_order, predict_rows
 from nlpforge.runtime.predictor import Predictor
 from nlpforge.runtime.tokenizer import Tokenizer
 from nlpforge.serving.batcher import Job
@@ -148,7 +149,7 @@ class PredictorModel(ServedModel):
             rows.extend(payload.rows)
         if not rows:
             return results
-        order = by_length([row_size(r) for r in rows])
+        order = batch_order(self.task, rows)  # the order predict_rows runs them in
         runs: list[dict[str, np.ndarray]] = []
 
         def run(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -156,9 +157,16 @@ class PredictorModel(ServedModel):
             runs.append(outputs)
             return outputs
 
-        predictions = predict_rows(self.task, self.predictor.tokenizer, run,
-                                   [rows[k] for k in order], self.max_batch_size,
-                                   sort_by_length=False)
+        try:
+            predictions = predict_rows(self.task, self.predictor.tokenizer, run,
+                                       [rows[k] for k in order], self.max_batch_size,
+                                       sort_by_length=False)
+        except NlpforgeError:
+            if len(jobs) == 1:
+                raise
+            # A row the task refuses only when encoding it (a QA question too long for its
+            # windows) fails its own request, not the others batched with it.
+            return [self._run_alone(job) for job in jobs]
         # A task that splits rows into windows has no raw output per row.
         outputs = [] if self.task.splits_rows else self.row_outputs
         raw = {n: np.concatenate([r[n] for r in runs]) for n in outputs}
@@ -172,6 +180,12 @@ class PredictorModel(ServedModel):
             results[j] = ([predictions[p] for p in at], {n: a[at] for n, a in raw.items()})
             start += job.size
         return results
+
+    def _run_alone(self, job: Job) -> Any:
+        try:
+            return self._run_rows([job])[0]
+        except NlpforgeError as exc:
+            return exc
 
     def _too_long(self, rows: list[dict], where: str) -> Exception | None:
         """An InputTooLong naming the first row over the token limit, or None."""

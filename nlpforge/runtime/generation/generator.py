@@ -27,6 +27,7 @@ import numpy as np
 
 from nlpforge.errors import DataError, ModelDirError, UsageError
 from nlpforge.json_files import read_json_object
+from nlpforge.runtime.batching import batch_groups
 from nlpforge.runtime.generation.config import GenerationConfig
 from nlpforge.runtime.generation.search import SearchResult, generate, sample_steps
 from nlpforge.runtime.generation.stepper import Stepper
@@ -115,8 +116,11 @@ class Generator:
         return rows
 
     def encode(self, rows: Sequence[dict], config: GenerationConfig,
-               first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Requests → (input_ids, attention_mask), left-aligned for decoder-only models."""
+               positions: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Requests → (input_ids, attention_mask), left-aligned for decoder-only models.
+        ``positions``: where the rows stand in the caller's list, for error messages
+        (default: 0, 1, …)."""
+        at = range(len(rows)) if positions is None else positions
         features = None if self.task is None else self.task.prompt_features(rows, self.tokenizer)
         if features is None and self.task is not None and self.stepper.is_encoder_decoder \
                 and self.task.defines("encode"):
@@ -130,12 +134,12 @@ class Generator:
                           dtype=np.int64)
         lengths = mask.sum(axis=1)
         for i in np.flatnonzero(lengths == 0):
-            raise UsageError(f"prompt {first_row + i + 1} is empty: nothing to continue")
+            raise UsageError(f"prompt {at[i] + 1} is empty: nothing to continue")
         if not self.stepper.is_encoder_decoder:
             ids, mask = _left_align(ids, mask, self.tokenizer.pad_id)
             if self.max_positions and ids.shape[1] + config.max_new_tokens > self.max_positions:
                 longest = int(lengths.argmax())
-                raise UsageError(f"prompt {first_row + longest + 1} has {ids.shape[1]} tokens; "
+                raise UsageError(f"prompt {at[longest] + 1} has {ids.shape[1]} tokens; "
                                  f"with max_new_tokens={config.max_new_tokens} that exceeds the "
                                  f"model's {self.max_positions} positions; shorten the prompt "
                                  f"or lower max_new_tokens")
@@ -147,26 +151,36 @@ class Generator:
                  **parameters: Any) -> list[str]:
         """Generated text for each prompt (``num_return_sequences`` texts per prompt, best
         first), in prompt order. ``checked``: the prompts are rows the caller validated
-        already (labelled rows for ``nlpforge evaluate``)."""
+        already (labelled rows for ``nlpforge evaluate``).
+
+        A batch holds prompts of one ``Task.batch_key`` only, so that the prompts beside a
+        prompt do not change how the task encodes it."""
         if isinstance(prompts, (str, dict)):
             raise UsageError("generate() takes a list of prompts, not a single one")
         config = self.config_for(parameters)
         rows = list(prompts) if checked else self.as_rows(prompts)
-        texts: list[str] = []
-        for start in range(0, len(rows), self.batch_size):
-            texts.extend(self._generate_batch(rows[start:start + self.batch_size], config,
-                                              start))
+        count = config.num_return_sequences
+        texts: list[str] = [""] * (len(rows) * count)
+        groups = [list(range(len(rows)))] if self.task is None \
+            else batch_groups(self.task, rows)
+        for group in groups:
+            for start in range(0, len(group), self.batch_size):
+                index = group[start:start + self.batch_size]
+                out = self._generate_batch([rows[i] for i in index], config, index)
+                for k, i in enumerate(index):
+                    texts[i * count:(i + 1) * count] = out[k * count:(k + 1) * count]
         return texts
 
     def search(self, rows: Sequence[dict], config: GenerationConfig,
-               first_row: int = 0) -> SearchResult:
-        """The token-level result for a batch of requests (one search, no splitting)."""
-        ids, mask = self.encode(rows, config, first_row)
+               positions: Sequence[int] | None = None) -> SearchResult:
+        """The token-level result for a batch of requests (one search, no splitting: the
+        caller keeps the rows of one ``Task.batch_key`` together)."""
+        ids, mask = self.encode(rows, config, positions)
         return generate(self.stepper, ids, mask, config, self._stop_check(config))
 
     def _generate_batch(self, rows: Sequence[dict], config: GenerationConfig,
-                        first_row: int) -> list[str]:
-        result = self.search(rows, config, first_row)
+                        positions: Sequence[int] | None = None) -> list[str]:
+        result = self.search(rows, config, positions)
         stops = StopStrings(config.stop_strings)
         decoded = self.tokenizer.decode_batch(
             [result.new_tokens(i).tolist() for i in range(len(result.lengths))],
@@ -195,7 +209,7 @@ class Generator:
         config = self.config_for(parameters)
         rows = self.as_rows([prompt])
         if config.num_beams > 1:
-            yield self._generate_batch(rows, config, 0)[0]
+            yield self._generate_batch(rows, config)[0]
             return
         ids, mask = self.encode(rows, config)
         stops = StopStrings(config.stop_strings)
