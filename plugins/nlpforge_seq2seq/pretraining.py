@@ -97,9 +97,15 @@ class SpanCorruption(Text2TextGeneration):
         """Fresh random spans from the global ``numpy.random`` (checkpointed by the trainer)."""
         return self._corrupted(rows, tokenizer, lambda row: np.random)
 
+    def batch_key(self, row: dict) -> bool:
+        """Texts with sentinels (requests) and plain texts (corrupted here) are encoded apart:
+        ``encode`` takes a batch as it is as soon as one of its texts has a sentinel."""
+        return SENTINEL.format(0) in row["text"]
+
     def encode(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
         """Requests with sentinels as they are; plain texts (evaluation rows) corrupted the
-        same way every time (a generator seeded by the text), with labels."""
+        same way every time (a generator seeded by the text), with labels. A batch is one
+        or the other (``batch_key``)."""
         self._tokenizer = tokenizer
         if any(SENTINEL.format(0) in r["text"] for r in rows):
             return tokenizer.pad(tokenizer.encode([r["text"] for r in rows]), INPUTS)

@@ -108,6 +108,11 @@ class Text2TextGeneration(Task):
                                                        self.settings["max_target_length"]))
         return features
 
+    def batch_key(self, row: dict) -> bool:
+        """Rows with a target are scored (teacher-forced), rows without generate: ``encode``
+        adds ``labels`` only when every row of a batch has a target."""
+        return self.target_text(row) is not None
+
     def training_batch(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
         return self.encode(rows, tokenizer)
 

@@ -78,11 +78,19 @@ class TextClassification(Task):
     # -- preprocessing ----------------------------------------------------------------------
 
     def encode(self, rows: Sequence[dict], tokenizer: Any) -> dict[str, np.ndarray]:
-        texts = [row["text"] for row in rows]
-        pairs = None
-        if any(row.get("text_pair") is not None for row in rows):
-            pairs = [row.get("text_pair") or "" for row in rows]
-        return tokenizer.pad(tokenizer.encode(texts, pairs), ENCODER_INPUTS)
+        """Each row as it is: a text alone, or a text pair; a batch may hold both (a row
+        without ``text_pair`` gets no empty second segment from its neighbours)."""
+        pairs = [i for i, row in enumerate(rows) if row.get("text_pair") is not None]
+        if not pairs:
+            return tokenizer.pad(tokenizer.encode([row["text"] for row in rows]), ENCODER_INPUTS)
+        singles = [i for i, row in enumerate(rows) if row.get("text_pair") is None]
+        encodings: list[Any] = [None] * len(rows)
+        for i, encoding in zip(singles, tokenizer.encode([rows[i]["text"] for i in singles])):
+            encodings[i] = encoding
+        for i, encoding in zip(pairs, tokenizer.encode([rows[i]["text"] for i in pairs],
+                                                       [rows[i]["text_pair"] for i in pairs])):
+            encodings[i] = encoding
+        return tokenizer.pad(encodings, ENCODER_INPUTS)
 
     def targets(self, rows: Sequence[dict]) -> dict[str, np.ndarray]:
         index = {label: i for i, label in enumerate(self.labels or [])}
