@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 from nlpforge.errors import NlpforgeError
 from nlpforge.families import family as family_spec
-from nlpforge.tasks import Task
+from nlpforge.runtime.batching import batch_groups
+from nlpforge.tasks import ENCODER_INPUTS, Task
 
 
 class ContractError(AssertionError):
@@ -198,14 +201,17 @@ def check_task(task: type[Task] | str, rows: Sequence[dict],
                workdir: str | os.PathLike | None = None, options: dict[str, Any] | None = None,
                labels: Sequence[str] | None = None, steps: int = 4, batch_size: int = 8,
                lr: float = 1e-3, atol: float = 1e-4, prediction_atol: float = 1e-3,
-               torch_free: bool = True, export_options: dict[str, Any] | None = None,
+               batch_atol: float = 1e-5, torch_free: bool = True,
+               export_options: dict[str, Any] | None = None,
                train_options: dict[str, Any] | None = None) -> ContractReport:
     """Train ``task`` on ``rows`` for ``steps`` steps, export it, predict ``requests`` with
     ONNX Runtime (in a torch-free process) and with PyTorch, and compare.
 
     ``base`` is the base model dir (default: the family's tiny model, built in ``workdir``);
     ``options``/``labels`` go to the task; ``atol`` bounds raw output differences (and the
-    exporter's validation), ``prediction_atol`` the numbers in predictions. ``torch_free=False``
+    exporter's validation), ``prediction_atol`` the numbers in predictions, ``batch_atol``
+    those of a request predicted alone against the same request among all of them (a
+    prediction must not depend on the rows batched with it). ``torch_free=False``
     predicts in this process instead (for a task class a fresh process cannot import).
     Raises ``ContractError`` (an AssertionError) naming the failing stage.
     """
@@ -262,6 +268,11 @@ def check_task(task: type[Task] | str, rows: Sequence[dict],
                 raise AssertionError(f"{len(requests)} requests gave {len(predictions)} "
                                      f"predictions")
             json.dumps(predictions)  # JSON-ready, as the CLI and the server need
+        with _stage(cls.id, "batch independence", seconds):
+            import nlpforge
+
+            check_batch_independence(nlpforge.load(str(export_dir), device="cpu"), requests,
+                                     batch_atol)
         with _stage(cls.id, "PyTorch vs ONNX", seconds):
             compare_with_torch = family_spec(cls.family).load("contract_check")
             torch_predictions, diffs = compare_with_torch(
@@ -308,6 +319,60 @@ def _with_quality_data(options: dict[str, Any], rows: Sequence[dict],
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                     encoding="utf-8")
     return {**options, "calibration_data": str(data)}
+
+
+def check_batch_independence(model: Any, requests: Sequence[dict], atol: float = 1e-5) -> None:
+    """Each request predicted alone equals its prediction among all ``requests``, in their
+    order and reversed (numbers within ``atol`` absolute plus ``atol`` relative, everything
+    else equal): a row's prediction must not depend on the rows batched with it.
+
+    ``model`` is a loaded export (``nlpforge.load``). Generative exports are checked with
+    greedy search. An encoder task whose ``encode`` gives one feature row per request must
+    also give each request the same token features alone and in a batch (padding aside):
+    a tiny model's outputs may move too little to show that a neighbour changed them.
+    Raises AssertionError naming the requests that differ.
+    """
+    generates = family_spec(model.task.family).generates
+
+    def predict(rows: Sequence[dict]) -> list[dict]:
+        if generates:
+            return model.predict(rows, do_sample=False, num_beams=1, num_return_sequences=1,
+                                 max_new_tokens=CHECK_NEW_TOKENS)
+        return model.predict(rows)
+
+    alone = [predict([request])[0] for request in requests]
+    together = {"among all the requests": predict(requests),
+                "among all the requests in reverse order": predict(requests[::-1])[::-1]}
+    problems = [] if generates else _feature_differences(model.task, model.tokenizer, requests)
+    for where, predictions in together.items():
+        for i, (single, batched) in enumerate(zip(alone, predictions)):
+            problems += [f"request {i + 1} alone vs {where}: {line}"
+                         for line in compare_predictions(batched, single, atol, atol)]
+    if problems:
+        raise AssertionError("a prediction depends on the other requests in its batch "
+                             "(make encode treat each row on its own, or declare "
+                             "Task.batch_key): " + "; ".join(problems[:5]))
+
+
+def _feature_differences(task: Task, tokenizer: Any, requests: Sequence[dict]) -> list[str]:
+    """Requests whose token features alone differ from theirs among the requests of their
+    batch key (right padding aside); nothing for a task that encodes a request into another
+    number of feature rows, or without an attention mask."""
+    problems = []
+    for group in batch_groups(task, requests):
+        batch = task.encode([requests[i] for i in group], tokenizer)
+        names = [n for n in ENCODER_INPUTS if n in batch]
+        if "attention_mask" not in batch or any(len(batch[n]) != len(group) for n in names):
+            return []
+        for k, i in enumerate(group):
+            own = task.encode([requests[i]], tokenizer)
+            width = own["attention_mask"].shape[1]
+            differ = [n for n in names if n in own and not np.array_equal(
+                batch[n][k, :width], own[n][0])]
+            if differ or batch["attention_mask"][k, width:].any():
+                problems.append(f"request {i + 1}: its {', '.join(differ or ['attention_mask'])}"
+                                f" alone differ from theirs among all the requests")
+    return problems
 
 
 def compare_outputs(run_dir: Path, export_dir: Path, requests: list[dict],
@@ -372,21 +437,23 @@ def compare_generation(run_dir: Path, export_dir: Path, requests: list[dict],
                 "num_beams": 1, "num_return_sequences": 1}
     config = generator.config_for(settings)
     rows = generator.as_rows(requests)
-    ours = generator.search(rows, config)
-    ids, mask = generator.encode(rows, config)
-    with torch.inference_mode():
-        expected = model.generate(input_ids=torch.from_numpy(ids),
-                                  attention_mask=torch.from_numpy(mask), **settings).numpy()
     eos = set(generator.stepper.eos_token_ids)
     pad = generator.tokenizer.pad_id
-    texts = []
-    for row in range(len(rows)):
-        want = _until_eos(expected[row, ours.prompt_length:].tolist(), eos, pad)
-        got = _until_eos(ours.new_tokens(row).tolist(), eos, pad)
-        if got != want:
-            raise AssertionError(f"request {row + 1}: the export generated tokens {got}, "
-                                 f"transformers' generate() on the run dir {want}")
-        texts.append({"generated_text": generator.tokenizer.decode(want)})
+    texts: list[dict] = [{}] * len(rows)
+    for group in batch_groups(generator.task, rows):  # rows the task encodes together
+        part = [rows[i] for i in group]
+        ours = generator.search(part, config, group)
+        ids, mask = generator.encode(part, config, group)
+        with torch.inference_mode():
+            expected = model.generate(input_ids=torch.from_numpy(ids),
+                                      attention_mask=torch.from_numpy(mask), **settings).numpy()
+        for k, row in enumerate(group):
+            want = _until_eos(expected[k, ours.prompt_length:].tolist(), eos, pad)
+            got = _until_eos(ours.new_tokens(k).tolist(), eos, pad)
+            if got != want:
+                raise AssertionError(f"request {row + 1}: the export generated tokens {got}, "
+                                     f"transformers' generate() on the run dir {want}")
+            texts[row] = {"generated_text": generator.tokenizer.decode(want)}
     return texts, {}
 
 
