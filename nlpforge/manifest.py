@@ -244,6 +244,9 @@ def task_from_manifest(data: Manifest, where: str) -> Any:
         state = next((p for p in manager.plugins if p.distribution == plugin["distribution"]
                       and p.status != "loaded"), None)
         why = f"which is not available ({exc}). Run: pip install '{need}'"
+        if plugin["distribution"].startswith("local:"):  # trained from Python, unregistered
+            why = (f"which is not registered here ({exc}): register the task class first "
+                   f"(a plugin's entry point, or PluginManager.register in the process)")
         if state is not None and state.status == "failed":
             why = f"which is installed ({state.version}) but failed: {state.error}"
             if "pip install" not in why:

@@ -263,6 +263,18 @@ class PluginManager:
             info.commands.extend(sorted(set(cli.commands) - before))
 
 
+def distribution_of(module_name: str) -> tuple[str, str]:
+    """(name, version) of the installed distribution that ships ``module_name``'s top-level
+    package, else (``local:<package>``, ``unknown``)."""
+    top = module_name.split(".")[0]
+    for name in metadata.packages_distributions().get(top, []):
+        try:
+            return name, metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return f"local:{top}", "unknown"
+
+
 def _top_module(value: str) -> str:
     """The top-level module an entry point's value imports (``pkg.mod:attr`` → ``pkg``)."""
     return "module:" + value.split(":")[0].split(".")[0]

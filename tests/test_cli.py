@@ -95,7 +95,7 @@ def test_multi_label_and_text_pairs(tiny_bert, tmp_path):
     assert json.loads(exported.stdout)["max_abs_diff"]["logits"] < atol
     import nlpforge
     from nlpforge.cli.predict import open_model
-    from nlpforge.training.models import load_run, torch_runner
+    from nlpforge.training.loading import load_run, torch_runner
 
     requests = [{"text": r["text"], "text_pair": r["text_pair"]} for r in rows[:4]]
     predictor = nlpforge.load(str(exp))

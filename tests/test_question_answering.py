@@ -274,7 +274,7 @@ def test_training_learns_the_answers(qa_run):
 def test_export_signature_and_onnx_answers_match_pytorch(qa_run, qa_export, qa_data):
     import nlpforge
     from nlpforge.runtime.batching import predict_rows
-    from nlpforge.training.models import load_run, torch_runner
+    from nlpforge.training.loading import load_run, torch_runner
 
     manifest = json.loads((qa_export / "nlpforge.json").read_text())
     assert manifest["io"]["outputs"] == ["start_logits", "end_logits"]

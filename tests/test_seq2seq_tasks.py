@@ -236,7 +236,7 @@ def trained(t5_base, tmp_path_factory):
 
 def test_training_reports_perplexity_and_predicts_text(trained):
     from nlpforge.runtime.batching import predict_rows
-    from nlpforge.training.models import load_run, torch_runner
+    from nlpforge.training.loading import load_run, torch_runner
 
     run, result = trained
     manifest = json.loads((run / "nlpforge.json").read_text())

@@ -128,7 +128,8 @@ def test_batcher_groups_by_length_and_bounds_its_queue():
     assert isinstance(results[6], Overloaded) and results[6].headers["Retry-After"]
     assert sorted(n for batch in seen for n in batch) == [1, 2, 3, 7, 8, 9]
     assert all(len(batch) <= 2 and batch == sorted(batch) for batch in seen)
-    assert [n for batch in seen for n in batch] == [1, 2, 3, 7, 8, 9]  # grouped by length
+    # grouped by length; the batch of the oldest request first (9 came first, then 1, ...)
+    assert seen == [[8, 9], [1], [2, 3], [7]]
 
 
 def test_batcher_splits_by_length_to_limit_padding():
@@ -245,3 +246,14 @@ def test_request_labels_stay_bounded():
     assert classify("/v2/models/x/infer", models) == ("", "infer")  # unknown model: no label
     assert classify("/v2/models/m/made_up_route", models) == ("", "other")
     assert classify("/somewhere", models) == ("", "other")
+
+
+def test_the_app_sends_infer_and_predict_straight_to_their_handlers():
+    from nlpforge.serving.app import create_app
+    from nlpforge.serving.direct_routes import DirectRoutes
+
+    app = create_app([])
+    (options,) = [o for m, o in app.outer_middleware if m is DirectRoutes]
+    assert sorted(r.path for r in options["routes"]) == [
+        "/v1/models/{model_name}/predict", "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer"]

@@ -385,7 +385,7 @@ def _entity_sets(predictions):
 def test_trained_model_learns_and_onnx_matches_pytorch(ner_run, ner_export, ner_data):
     import nlpforge
     from nlpforge.runtime.batching import predict_rows
-    from nlpforge.training.models import load_run, torch_runner
+    from nlpforge.training.loading import load_run, torch_runner
 
     run, summary = ner_run
     assert summary["best"]["metrics"]["f1"] > 0.9, summary["best"]

@@ -34,7 +34,7 @@ def base_metrics(model: str, rows: list[dict], max_length: int, batch_size: int)
 
     from nlpforge.runtime.tokenizer import Tokenizer
     from nlpforge.training.loop import evaluate_rows, model_inputs
-    from nlpforge.training.models import quiet_transformers
+    from nlpforge.training.loading import quiet_transformers
 
     task = FillMask()
     with quiet_transformers():

@@ -38,7 +38,7 @@ def open_model(path: str, device: str, threads: int | None, batch_size: int,
         raise UsageError(f"--variant {variant}: {path} is a run dir (PyTorch); variants belong "
                          f"to export dirs")
     from nlpforge.runtime.batching import predict_rows
-    from nlpforge.training.models import load_run, torch_runner
+    from nlpforge.training.loading import load_run, torch_runner
 
     if threads:
         import torch

@@ -11,7 +11,8 @@ import click
 
 from nlpforge.errors import UsageError
 
-_AT_LEAST_ONE = ("max_batch_size", "max_queue_size", "max_request_bytes", "threads")
+_AT_LEAST_ONE = ("max_batch_size", "max_queue_size", "max_queue_rows", "max_inputs_per_request",
+                 "max_request_bytes", "threads")
 
 
 class Finite(click.FloatRange):
@@ -43,6 +44,10 @@ _ORIGIN = re.compile(r"https?://[^/\s]+")
                    "requests that arrive while the model is busy still share the next run).")
 @click.option("--max-queue-size", type=int, default=256, show_default=True,
               help="Requests waiting per model; beyond it, 429 with Retry-After.")
+@click.option("--max-queue-rows", type=int, default=8192, show_default=True,
+              help="Rows waiting per model (all requests together); beyond it, 429.")
+@click.option("--max-inputs-per-request", type=int, default=2048, show_default=True,
+              help="Rows one request may carry; more get 413.")
 @click.option("--request-timeout-s", type=Finite(0, 86_400, min_open=True), default=30.0, show_default=True,
               help="A request not answered in time gets 504.")
 @click.option("--max-request-bytes", type=int, default=4 * 1024 * 1024, show_default=True,
@@ -85,7 +90,8 @@ _ORIGIN = re.compile(r"https?://[^/\s]+")
               help="Let web pages from ORIGIN (e.g. https://app.example.com) call the server "
                    "(CORS); repeat for several. Default: none.")
 def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: int,
-          max_queue_delay_ms: float, max_queue_size: int, request_timeout_s: float,
+          max_queue_delay_ms: float, max_queue_size: int, max_queue_rows: int,
+          max_inputs_per_request: int, request_timeout_s: float,
           max_request_bytes: int, truncate: bool, token: str | None, device: str,
           threads: int | None, variant: str | None, shutdown_timeout_s: float,
           access_log: bool, max_header_bytes: int, max_headers: int, header_timeout_s: float,
@@ -110,6 +116,7 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
     from nlpforge.serving.state import ServeSettings
 
     values = {"max_batch_size": max_batch_size, "max_queue_size": max_queue_size,
+              "max_queue_rows": max_queue_rows, "max_inputs_per_request": max_inputs_per_request,
               "max_request_bytes": max_request_bytes, "threads": threads}
     for name in _AT_LEAST_ONE:
         if values[name] is not None and values[name] < 1:
@@ -135,6 +142,8 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
 
     settings = ServeSettings(max_batch_size, max_queue_delay_ms, max_queue_size,
                              request_timeout_s, max_request_bytes, truncate, token,
+                             max_inputs_per_request=max_inputs_per_request,
+                             max_queue_rows=max_queue_rows,
                              max_header_bytes=max_header_bytes, max_headers=max_headers,
                              header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
                              limit_concurrency=limit_concurrency, cors_origins=origins,

@@ -36,7 +36,7 @@ from nlpforge.export.validate import (Features, Runner, compare, differences, en
 from nlpforge.families import family
 from nlpforge.manifest import Manifest, write_manifest
 from nlpforge.tasks import Signature
-from nlpforge.training.models import load_run
+from nlpforge.training.loading import load_run
 
 MODEL_FILE = "model.onnx"
 #: Variant name → file; ``fp32`` is the exported graph itself.

@@ -14,20 +14,22 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
-from nlpforge.version import __version__
 from nlpforge.errors import NlpforgeError
 from nlpforge.serving import protocol, v1, v2, v2_generate
 from nlpforge.serving.api_docs import docs_routes
 from nlpforge.serving.auth import BearerAuth
 from nlpforge.serving.batcher import DynamicBatcher
 from nlpforge.serving.direct_routes import DirectRoutes, direct_routes
-from nlpforge.serving.prometheus import CONTENT_TYPE
+from nlpforge.serving.errors import ClientGone
 from nlpforge.serving.middleware import (
     BINARY_HEADER, AnsweredErrors, CheckTarget, LimitBody, ObserveRequests, RequireJson,
 )
+from nlpforge.serving.prometheus import CONTENT_TYPE
 from nlpforge.serving.served import ServedModel
 from nlpforge.serving.state import ServerState, ServeSettings
+from nlpforge.version import __version__
 
 log = logging.getLogger("nlpforge.serving")
 
@@ -61,9 +63,9 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
                   lifespan=_lifespan, redoc_url=None, docs_url=None)
     app.state.server = state
     app.include_router(docs_routes(app))
-    app.include_router(v2.v2_routes(state))
-    app.include_router(v2_generate.generation_routes(state))
-    app.include_router(v1.v1_routes(state))
+    routers = [v2.v2_routes(state), v2_generate.generation_routes(state), v1.v1_routes(state)]
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/metrics", tags=["Operations"], operation_id="metrics",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
@@ -75,7 +77,8 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
     _add_error_handlers(app)
     outer: list[tuple[type, dict[str, Any]]] = [
         (AnsweredErrors, {}),
-        (DirectRoutes, {"routes": direct_routes(app.routes), "on_error": error_response}),
+        (DirectRoutes, {"routes": direct_routes([r for router in routers for r in router.routes]),
+                        "on_error": error_response}),
         (LimitBody, {"limit": state.settings.max_request_bytes}),
         (RequireJson, {}),
     ]
@@ -106,7 +109,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     for model in state.models.values():
         s = state.settings
         batcher = DynamicBatcher(model.name, model.run_batch, state.metrics.models[model.name],
-                                 s.max_batch_size, s.max_queue_delay_ms, s.max_queue_size)
+                                 s.max_batch_size, s.max_queue_delay_ms, s.max_queue_size,
+                                 s.max_queue_rows, s.max_inputs_per_request)
         model.attach(batcher)
         batcher.start()
     warming = asyncio.create_task(_warm_up(state))
@@ -151,6 +155,8 @@ def log_internal_error(request: Request, exc: BaseException) -> None:
 async def error_response(request: Request, exc: Exception) -> Response:
     """``{"error": message}`` with the error's status: a ServingError carries its own, a
     DataError is a request that does not fit the task (400); anything else is a logged 500."""
+    if isinstance(exc, ClientDisconnect):  # the upload was cut off: the client's doing
+        exc = ClientGone("the client closed the connection while sending the request")
     if isinstance(exc, NlpforgeError):
         status = getattr(exc, "status", 400)
         if status == 500:

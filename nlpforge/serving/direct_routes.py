@@ -2,8 +2,8 @@
 
 FastAPI finds a route by trying each in turn, then builds and solves the endpoint's
 dependencies, on every request. The routes registered as direct (``routing.add_model_route(...,
-direct=True)``: infer, predict) are taken from the app's own route table — their path regex
-and endpoint — so a request to one goes to the very endpoint FastAPI would call, and its
+direct=True)``: infer, predict) are taken from the routers the app includes — their path
+regex and endpoint — so a request to one goes to the very endpoint FastAPI would call, and its
 errors become the same ``{"error": ...}`` responses; every other request goes on to FastAPI,
 which also documents the direct routes in the OpenAPI document.
 """
@@ -23,7 +23,8 @@ ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def direct_routes(routes: Sequence[Any]) -> list[Route]:
-    """The routes of an app's route table registered as direct."""
+    """The routes registered as direct among ``routes`` (a router's, mounted without a
+    prefix)."""
     return [r for r in routes if isinstance(r, Route) and r.name.startswith(f"{DIRECT}:")]
 
 

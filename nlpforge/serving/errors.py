@@ -28,6 +28,12 @@ class Unauthorized(ServingError):
         super().__init__(message, {"WWW-Authenticate": "Bearer"})
 
 
+class ClientGone(ServingError):
+    """The client closed the connection before its answer (nginx's 499: a client error)."""
+
+    status = 499
+
+
 class NotFound(ServingError):
     """An unknown model, model version or route."""
 

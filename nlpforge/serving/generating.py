@@ -32,7 +32,7 @@ async def generated_pieces(model: ServedModel, text: str,
     def produce() -> None:
         try:
             for piece in model.generator.generate_stream(text, parameters):
-                if stop.is_set():  # the client went away
+                if stop.is_set() or model.batcher.aborted:  # client gone, or shutdown's deadline
                     break
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
         except Exception as exc:

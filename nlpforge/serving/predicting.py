@@ -77,9 +77,13 @@ class PredictorModel(ServedModel):
     async def infer_tensors(self, tensors: list[Tensor],
                             timeout: float) -> dict[str, Tensor]:
         features, length = self._features_from_tensors(tensors)
-        size = len(features["input_ids"])
-        outputs = await self._submit(("tensors",), features, size, length, timeout)
-        return {n: Tensor.from_array(n, a) for n, a in outputs.items()}
+        size, step = len(features["input_ids"]), self.max_batch_size
+        self.check_count(size, "field 'inputs'")
+        chunks = [({n: a[i:i + step] for n, a in features.items()}, min(step, size - i), length)
+                  for i in range(0, size, step)]
+        results = await self._submit(("tensors",), chunks, timeout)
+        return {n: Tensor.from_array(n, np.concatenate([r[n] for r in results]))
+                for n in results[0]}
 
     def _features_from_tensors(self, tensors: list[Tensor]) -> tuple[dict[str, np.ndarray], int]:
         """INT64 inputs → checked features for ``Predictor.run``; absent masks are filled in."""
@@ -141,7 +145,7 @@ class PredictorModel(ServedModel):
         for j, job in enumerate(jobs):
             payload: RowsJob = job.payload
             if not payload.truncate:
-                error = self._too_long(payload.rows, payload.where)
+                error = self._too_long(payload.rows, payload.where, payload.first)
                 if error is not None:
                     results[j] = error
                     continue
@@ -187,7 +191,7 @@ class PredictorModel(ServedModel):
         except NlpforgeError as exc:
             return exc
 
-    def _too_long(self, rows: list[dict], where: str) -> Exception | None:
+    def _too_long(self, rows: list[dict], where: str, first: int = 0) -> Exception | None:
         """An InputTooLong naming the first row over the token limit, or None."""
         features = self.task.encode(rows, self._probe)
         if "attention_mask" in features:
@@ -197,7 +201,8 @@ class PredictorModel(ServedModel):
         over = np.flatnonzero(lengths > self.limit)
         if over.size == 0:
             return None
-        return InputTooLong(f"field '{where}[{over[0]}]': longer than model '{self.name}' takes "
+        return InputTooLong(f"field '{where}[{first + over[0]}]': longer than model "
+                            f"'{self.name}' takes "
                             f"({self.limit} tokens); shorten it, or set parameters.truncate=true "
                             f"to cut it to {self.limit} tokens")
 

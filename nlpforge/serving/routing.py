@@ -3,11 +3,16 @@ bodies, and model routes registered with and without a version segment."""
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+import asyncio
+import contextlib
+from typing import Any, Awaitable, Callable, TypeVar
 
 from fastapi import APIRouter, Request, Response
 
+from nlpforge.serving.errors import ClientGone
 from nlpforge.serving.protocol import ErrorResponse
+
+T = TypeVar("T")
 
 TAG = "Open Inference Protocol (v2)"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -48,3 +53,29 @@ def add_model_route(router: APIRouter, suffix: str, method: str, handler: ModelH
         router.add_api_route(path, endpoint, methods=[method], operation_id=operation,
                              name=f"{DIRECT}:{operation}" if direct else operation,
                              tags=[TAG], **kwargs)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or ClientGone when the client closes the connection first: ``work``
+    is then cancelled, which gives its queue slot back and drops its chunks not run yet. Call
+    it after the request body has been read."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise ClientGone("the client closed the connection before the answer")
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the ASGI server reports the client gone (after the body was read, the
+    next message can only be ``http.disconnect``)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -20,8 +20,8 @@ import numpy as np
 
 from nlpforge.errors import UsageError
 from nlpforge.runtime.batching import row_size
-from nlpforge.serving.batcher import DynamicBatcher, Job
-from nlpforge.serving.errors import BadRequest, NotFound
+from nlpforge.serving.batcher import Chunk, DynamicBatcher, Job
+from nlpforge.serving.errors import BadRequest, NotFound, PayloadTooLarge
 from nlpforge.serving.protocol import DATATYPES, InferRequest, Tensor
 
 #: Model names: what a URL path segment can carry safely; never used to build a file path.
@@ -42,11 +42,13 @@ def parse_model_arg(arg: str) -> tuple[str, Path]:
 
 @dataclass
 class RowsJob:
-    """Payload of a text request: checked rows, whether to truncate, the field they came from."""
+    """Payload of one chunk of a text request: checked rows, whether to truncate, the field
+    they came from and the position of the first row there."""
 
     rows: list[dict]
     truncate: bool
     where: str
+    first: int = 0
 
 
 def datatype_of_value(value: Any) -> str:
@@ -130,6 +132,7 @@ class ServedModel(abc.ABC):
     async def predict(self, inputs: Sequence[Any], truncate: bool, timeout: float,
                       where: str = "inputs") -> list[dict]:
         """Predictions for plain inputs (strings or request dicts), in order."""
+        self.check_count(len(inputs), f"field '{where}'")
         rows = self.runtime.as_rows(inputs)
         predictions, _ = await self._submit_rows(rows, truncate, timeout, where)
         return predictions
@@ -143,6 +146,7 @@ class ServedModel(abc.ABC):
         if len(text) < len(request.inputs):
             raise BadRequest(f"field 'inputs': send text (BYTES: {', '.join(self.text_fields)}) "
                              f"or token ids (INT64: {', '.join(self.tensor_inputs)}), not both")
+        self.check_count(text[0].shape[0] if text[0].shape else 0, "field 'inputs'")
         rows, where = self._rows_from_tensors(text)
         predictions, raw = await self._submit_rows(rows, truncate, timeout, where)
         available = self._prediction_tensors(predictions)
@@ -157,18 +161,32 @@ class ServedModel(abc.ABC):
         raise BadRequest(f"field 'inputs': model '{self.name}' takes text (BYTES: "
                          f"{', '.join(self.text_fields)}), not token tensors ({names})")
 
-    async def _submit(self, kind: Any, payload: Any, size: int, length: int,
-                      timeout: float) -> Any:
-        if size == 0:
+    def check_count(self, count: int, where: str) -> None:
+        """413 for a request of more rows than ``--max-inputs-per-request``."""
+        limit = self.batcher.max_inputs if self.batcher is not None else None
+        if limit is not None and count > limit:
+            raise PayloadTooLarge(f"{where}: {count} inputs in one request; this server takes "
+                                  f"at most {limit} (--max-inputs-per-request): send them in "
+                                  f"several requests")
+
+    async def _submit(self, kind: Any, chunks: list[Chunk], timeout: float) -> list[Any]:
+        """Queue a request's chunks (at most ``max_batch_size`` rows each); their results."""
+        if not chunks:
             raise BadRequest("field 'inputs': the batch is empty")
         assert self.batcher is not None, "ServedModel.attach() was not called"
-        return await self.batcher.submit(kind, payload, size, length, timeout)
+        return await self.batcher.submit_chunks(kind, chunks, timeout)
 
     async def _submit_rows(self, rows: list[dict], truncate: bool, timeout: float,
-                           where: str) -> Any:
-        length = max((row_size(r) for r in rows), default=0)
-        return await self._submit(("rows", truncate), RowsJob(rows, truncate, where),
-                                  len(rows), length, timeout)
+                           where: str) -> tuple[list[dict], dict[str, np.ndarray]]:
+        """Predictions and per-row raw outputs of ``rows``, queued in chunks."""
+        step = self.max_batch_size
+        chunks = [(RowsJob(rows[i:i + step], truncate, where, i), len(rows[i:i + step]),
+                   max(row_size(r) for r in rows[i:i + step])) for i in range(0, len(rows), step)]
+        results = await self._submit(("rows", truncate), chunks, timeout)
+        predictions = [p for part, _ in results for p in part]
+        raw = {n: np.concatenate([outputs[n] for _, outputs in results])
+               for n in (results[0][1] if results else {})}
+        return predictions, raw
 
     def _rows_from_tensors(self, tensors: list[Tensor]) -> tuple[list[dict], str]:
         """BYTES inputs → request rows. A single BYTES input of any name is the main text."""

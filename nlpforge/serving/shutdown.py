@@ -1,13 +1,18 @@
 """Listening and stopping: bind the socket early, drain gracefully on SIGTERM or Ctrl-C.
 
-On SIGTERM the server reports not ready, stops accepting connections, lets every request in
-flight finish (up to the shutdown timeout), drains the batchers and exits. uvicorn then
-re-raises the signal, so the process ends as "terminated by SIGTERM" (status 143), as
-process managers expect.
+On SIGTERM (or Ctrl-C) the server keeps listening but reports not ready (/v2/health/ready
+answers ``{"ready": false}``, so probes see not-ready rather than a refused connection) and
+refuses new work with a JSON 503, while the requests already queued or running finish. At the shutdown
+timeout whatever is still queued is answered with a JSON 503 and dropped; the batch on the
+model thread finishes (one chunk of at most ``--max-batch-size`` rows) and nothing runs after
+it. Then uvicorn closes the connections and exits, re-raising the signal, so the process ends
+as "terminated by SIGTERM" (status 143), as process managers expect. A second signal stops at
+once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 from types import FrameType
@@ -42,21 +47,53 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class GracefulServer(uvicorn.Server):
-    """uvicorn's server, which also marks the app as draining when asked to stop."""
+#: Seconds uvicorn waits for connections to close once the models are drained.
+CLOSE_SECONDS = 0.5
 
-    def __init__(self, config: uvicorn.Config, state: Any):
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, draining the app's models before uvicorn's own shutdown starts."""
+
+    def __init__(self, config: uvicorn.Config, state: Any, shutdown_timeout_s: float):
         super().__init__(config)
         self.server_state_ref = state
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._drain: asyncio.Future | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.server_state_ref.draining = True  # /v2/health/ready answers 400 from now on
+        if self._drain is not None or self.should_exit:  # a second signal: stop now
+            self.force_exit = True
+            super().handle_exit(sig, frame)
+            return
+        state = self.server_state_ref
+        state.draining = True  # /v2/health/ready answers not ready from now on
+        for model in state.models.values():
+            if model.batcher is not None:
+                model.batcher.close()  # new work: 503
+        loop = asyncio.get_event_loop()
+        self._drain = loop.create_future()  # marks the drain as started
+        # A signal handler runs between two bytecodes of the loop's thread: start the drain
+        # from the loop itself.
+        loop.call_soon_threadsafe(self._start_drain, sig, frame)
+
+    def _start_drain(self, sig: int, frame: FrameType | None) -> None:
+        self._drain = asyncio.ensure_future(self._drain_then_exit(sig, frame))
+
+    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_timeout_s
+        for model in self.server_state_ref.models.values():
+            batcher = model.batcher
+            if batcher is None:
+                continue
+            if not await batcher.wait_idle(max(0.0, deadline - loop.time())):
+                batcher.abort("the server is shutting down; retry on another instance")
         super().handle_exit(sig, frame)
 
 
 def run(app: Any, sock: socket.socket, shutdown_timeout_s: float, access_log: bool) -> None:
     """Serve ``app`` on ``sock`` until SIGTERM/SIGINT, then drain."""
     config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=access_log,
-                            timeout_graceful_shutdown=shutdown_timeout_s, lifespan="on",
+                            timeout_graceful_shutdown=CLOSE_SECONDS, lifespan="on",
                             server_header=False, **uvicorn_options(app.state.server.settings))
-    GracefulServer(config, app.state.server).run(sockets=[sock])
+    GracefulServer(config, app.state.server, shutdown_timeout_s).run(sockets=[sock])

@@ -21,6 +21,8 @@ class ServeSettings:
     max_request_bytes: int = 4 * 1024 * 1024
     truncate: bool = True
     token: str | None = None
+    max_inputs_per_request: int = 2048
+    max_queue_rows: int = 8192
     #: Connections (``connections.py``): request head size and fields, read deadlines, and
     #: connections or requests in flight at once.
     max_header_bytes: int = 16 * 1024

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nlpforge.serving.protocol import check_parameters, validate_json
-from nlpforge.serving.routing import DIRECT, ERRORS, json_body
+from nlpforge.serving.routing import DIRECT, ERRORS, json_body, unless_disconnected
 from nlpforge.serving.state import ServerState
 
 TAG = "Plain JSON (v1)"
@@ -65,8 +65,8 @@ def predict_handler(state: ServerState) -> Callable[..., Awaitable[Response]]:
         model = state.ready_model(name)
         body = validate_json(PredictRequest, await request.body())
         parameters = check_parameters(body.parameters, "parameters")
-        predictions = await model.predict(body.inputs, state.truncate(parameters),
-                                          state.timeout(parameters))
+        predictions = await unless_disconnected(request, model.predict(
+            body.inputs, state.truncate(parameters), state.timeout(parameters)))
         return JSONResponse({"model_name": model.name, "model_version": model.version,
                              "predictions": predictions})
 

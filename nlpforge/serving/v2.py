@@ -9,7 +9,8 @@ from nlpforge.serving.protocol import (
     HEADER_LENGTH, InferenceRequest, InferenceResponse, ModelMetadata, ServerMetadata,
     encode_infer_response, parse_infer_request,
 )
-from nlpforge.serving.routing import ERRORS, TAG, ModelHandler, add_model_route, json_body
+from nlpforge.serving.routing import (ERRORS, TAG, ModelHandler, add_model_route, json_body,
+                                      unless_disconnected)
 from nlpforge.serving.state import ServerState
 from nlpforge.version import __version__
 
@@ -22,8 +23,8 @@ def infer_handler(state: ServerState) -> ModelHandler:
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         model = state.ready_model(name, version)
         parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
-        outputs = await model.infer(parsed, state.truncate(parsed.parameters),
-                                    state.timeout(parsed.parameters))
+        outputs = await unless_disconnected(request, model.infer(
+            parsed, state.truncate(parsed.parameters), state.timeout(parsed.parameters)))
         body, headers = encode_infer_response(model.name, model.version, parsed.id, outputs)
         return Response(body, headers=headers)
 

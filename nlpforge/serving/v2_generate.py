@@ -18,7 +18,7 @@ from nlpforge.errors import NlpforgeError
 from nlpforge.serving.errors import BadRequest
 from nlpforge.serving.generating import generated_pieces
 from nlpforge.serving.protocol import ErrorResponse, check_parameters, validate_json
-from nlpforge.serving.routing import ERRORS, add_model_route, json_body
+from nlpforge.serving.routing import ERRORS, add_model_route, json_body, unless_disconnected
 from nlpforge.serving.served import ServedModel
 from nlpforge.serving.state import ServerState
 
@@ -56,6 +56,10 @@ async def _sse(model: ServedModel, text: str, parameters: dict[str, Any]) -> Asy
     yield _event({**head, "text_output": "", "done": True})
 
 
+async def _collect(model: ServedModel, text: str, parameters: dict[str, Any]) -> list[str]:
+    return [piece async for piece in generated_pieces(model, text, parameters)]
+
+
 def generation_routes(state: ServerState) -> APIRouter:
     router = APIRouter()
 
@@ -76,7 +80,7 @@ def generation_routes(state: ServerState) -> APIRouter:
 
     async def generate(request: Request, name: str, version: str | None) -> Response:
         model, text, parameters = await parse(request, name, version)
-        pieces = [p async for p in generated_pieces(model, text, parameters)]
+        pieces = await unless_disconnected(request, _collect(model, text, parameters))
         return JSONResponse({"model_name": model.name, "model_version": model.version,
                              "text_output": "".join(pieces)})
 

@@ -385,7 +385,7 @@ def compare_outputs(run_dir: Path, export_dir: Path, requests: list[dict],
 
     import nlpforge
     from nlpforge.runtime.batching import predict_rows
-    from nlpforge.training.models import load_run, torch_runner
+    from nlpforge.training.loading import load_run, torch_runner
 
     manifest, task, model, tokenizer = load_run(run_dir)
     inputs = list(manifest.get("model_inputs") or [])
@@ -428,7 +428,7 @@ def compare_generation(run_dir: Path, export_dir: Path, requests: list[dict],
     import torch
 
     import nlpforge
-    from nlpforge.training.models import load_run
+    from nlpforge.training.loading import load_run
 
     _, _, model, _ = load_run(run_dir)
     model.eval()

@@ -9,14 +9,13 @@ user with the distribution installed sees. No torch here.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata as metadata
 import sys
 import types
 from typing import Any, Iterator
 
 import nlpforge
 from nlpforge import plugins as _plugins
-from nlpforge.plugins import PluginManager
+from nlpforge.plugins import PluginManager, distribution_of
 from nlpforge.tasks import Task
 
 
@@ -43,18 +42,6 @@ def _plugin_api(tasks: tuple[type[Task], ...]) -> int:
     return PLUGIN_API_VERSION
 
 
-def _distribution_of(module_name: str) -> tuple[str, str]:
-    """The installed distribution (name, version) that ships ``module_name``'s top-level
-    package, or a local stand-in."""
-    top = module_name.split(".")[0]
-    for name in metadata.packages_distributions().get(top, []):
-        try:
-            return name, metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return f"local:{top}", "0.0.0"
-
-
 def plugin_registration(plugin: Any) -> tuple[Any, str, str, str]:
     """(plugin object, name, distribution, version) for a Task subclass, a module or any
     object with hooks: the name an installed one would have."""
@@ -67,7 +54,7 @@ def plugin_registration(plugin: Any) -> tuple[Any, str, str, str]:
     else:
         module_name = getattr(plugin, "__module__", None) or "local"
         name = type(plugin).__name__.lower()
-    distribution, version = _distribution_of(module_name)
+    distribution, version = distribution_of(module_name)
     return plugin, name, distribution, version
 
 

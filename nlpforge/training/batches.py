@@ -33,8 +33,8 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gene
 
 #: What one more forward/backward pass costs, in padded tokens: the per-pass work that does not
 #: grow with the batch (writing every weight's gradient, the embedding table's included) against
-#: the cost of a token. ``python tools/profile_train_step.py --pass-cost`` (MiniLM-L6, 2
-#: threads), two runs: 52 and 78 ms per pass, 0.80 and 0.72 ms per token (65 and 108 tokens).
+#: the cost of a token, measured by ``python tools/profile_train_step.py --pass-cost`` (the
+#: figures are in docs/training.md).
 SPLIT_COST = 80
 
 

@@ -9,12 +9,11 @@ registers that class's id.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata as metadata
 from typing import Any, Iterable
 
 from nlpforge.data import read_dataset
 from nlpforge.errors import DataError, UsageError
-from nlpforge.plugins import PluginInfo, get_plugin_manager
+from nlpforge.plugins import PluginInfo, distribution_of, get_plugin_manager
 from nlpforge.tasks import Task
 from nlpforge.training.config import TrainConfig
 
@@ -78,14 +77,7 @@ def local_plugin(cls: type[Task]) -> PluginInfo:
     """A stand-in for the plugin of a task class no plugin registers: named by the task id,
     from the installed distribution that ships the class's package (with its version), else
     ``local:<package>`` with version ``unknown`` (the manifest then requires no version)."""
-    top = cls.__module__.split(".")[0]
-    distribution, version = f"local:{top}", "unknown"
-    for name in metadata.packages_distributions().get(top, []):
-        try:
-            distribution, version = name, metadata.version(name)
-            break
-        except metadata.PackageNotFoundError:
-            continue
+    distribution, version = distribution_of(cls.__module__)
     return PluginInfo(cls.id, distribution, version, cls.__module__, tasks=[cls.id])
 
 

@@ -29,7 +29,7 @@ from nlpforge.training.adapters import adapt_model, merged
 from nlpforge.training.batches import epoch_batches, split_by_length
 from nlpforge.training.config import TrainConfig
 from nlpforge.training.inputs import TaskArg, load_rows, python_config, resolve_task
-from nlpforge.training.models import load_base_model, load_base_tokenizer, quiet_transformers
+from nlpforge.training.loading import load_base_model, load_base_tokenizer, quiet_transformers
 from nlpforge.training.optim import linear_schedule, make_optimizer, make_scheduler
 from nlpforge.training.progress import TrainLog
 from nlpforge.training.rundir import (check_run_dir, create_run_dir, finish_run_dir,

@@ -11,8 +11,8 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     """AdamW over trainable parameters; biases and normalisation weights (1-d) get no decay.
 
     The fused kernel where the parameters allow it (floating point, on the CPU or CUDA): the
-    same update in one pass over each tensor. On the CPU the per-tensor loop took 129 ms of a
-    598 ms MiniLM step, the fused kernel 30 ms (tools/profile_train_step.py)."""
+    same update in one pass over each tensor, far cheaper on the CPU than the per-tensor loop
+    (figures in docs/training.md, from tools/profile_train_step.py)."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:

@@ -19,7 +19,7 @@ from nlpforge.atomic import check_output
 from nlpforge.errors import UsageError
 from nlpforge.manifest import MANIFEST_NAME, new_manifest, write_manifest
 from nlpforge.training.config import TrainConfig
-from nlpforge.training.models import quiet_transformers
+from nlpforge.training.loading import quiet_transformers
 from nlpforge.training.state import STATE_NAME, TrainerState
 
 #: The run's resolved settings in the run dir.

@@ -16,7 +16,7 @@ from nlpforge.errors import UsageError
 from nlpforge.runtime.batching import predict_rows
 from nlpforge.runtime.tokenizer import FEATURES, Tokenizer
 from nlpforge.training import distributed as dist
-from nlpforge.training.models import torch_runner
+from nlpforge.training.loading import torch_runner
 
 
 def seed_everything(seed: int) -> None:
