@@ -55,6 +55,32 @@ def test_a_small_request_is_taken_with_the_next_turn_not_after_a_large_one():
     assert done_before < 8, done_before  # not behind the 20 chunks of the large request
 
 
+def test_with_an_express_thread_a_small_request_does_not_wait_for_the_running_chunk():
+    threads: dict[str, str] = {}
+
+    def run_batch(jobs):
+        time.sleep(0.3 if jobs[0].payload.startswith("big") else 0.01)
+        for job in jobs:
+            threads[job.payload] = threading.current_thread().name
+        return [job.payload for job in jobs]
+
+    async def scenario():
+        batcher = make_batcher(run_batch, max_batch_size=2, express=True)
+        batcher.start()
+        large = asyncio.ensure_future(batcher.submit_chunks("k", chunks("big", 3), 30))
+        await asyncio.sleep(0.05)  # a chunk of the large request is running
+        t0 = time.perf_counter()
+        small = await batcher.submit("k", "small", 1, 5, timeout=30)
+        waited = time.perf_counter() - t0
+        await large
+        await batcher.stop()
+        return small, waited
+
+    small, waited = asyncio.run(scenario())
+    assert small == "small" and waited < 0.2, waited
+    assert "express" in threads["small"] and "express" not in threads["big0"]
+
+
 def test_chunks_of_a_timed_out_or_cancelled_request_are_dropped_and_its_slot_freed():
     ran: list[str] = []
 
@@ -250,3 +276,21 @@ def test_sigterm_keeps_its_deadline_with_a_large_request_in_flight(exported):
     assert response.status_code == 503 and "shutting down" in response.json()["error"]
     assert "Traceback" not in "".join(server.lines) and "CancelledError" not in "".join(
         server.lines)
+
+
+def test_the_freed_memory_is_handed_back_when_the_queue_empties(monkeypatch):
+    from nlpforge.serving import batcher as module
+
+    calls: list[str] = []
+    monkeypatch.setattr(module, "release_memory",
+                        lambda: calls.append(threading.current_thread().name))
+
+    async def scenario():
+        batcher = make_batcher(lambda jobs: [None] * len(jobs), max_batch_size=2)
+        batcher.start()
+        await batcher.submit_chunks("k", chunks("x", 3), 30)
+        await asyncio.sleep(0.05)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls and all(name.startswith("nlpforge-m") for name in calls)  # the model thread

@@ -359,8 +359,11 @@ def main() -> None:
         healthy = server.healthy()
         rows.append(Row(attempt, expected, got + ("" if healthy else "; server UNHEALTHY"),
                         ok and healthy))
-        print(f"{'ok  ' if ok and healthy else 'FAIL'} {attempt}: {got}", flush=True)
+        print(f"{'ok  ' if ok and healthy else 'FAIL'} {attempt}: {got} "
+              f"(server RSS {server.rss_mb():.0f} MB)", flush=True)
     unloaded, loaded = probe_latency(server, args.max_inputs)
+    print(f"latency probe done (server RSS {server.rss_mb():.0f} MB)", flush=True)
+    time.sleep(1.0)  # idle: what the server gives back when the work is done
     rss_after = server.rss_mb()
     server.stop()
     seconds, status = shutdown_seconds(export, args.max_inputs, args.shutdown_timeout_s)

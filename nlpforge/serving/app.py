@@ -110,7 +110,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = state.settings
         batcher = DynamicBatcher(model.name, model.run_batch, state.metrics.models[model.name],
                                  s.max_batch_size, s.max_queue_delay_ms, s.max_queue_size,
-                                 s.max_queue_rows, s.max_inputs_per_request)
+                                 s.max_queue_rows, s.max_inputs_per_request,
+                                 express=model.concurrent_runs)
         model.attach(batcher)
         batcher.start()
     warming = asyncio.create_task(_warm_up(state))

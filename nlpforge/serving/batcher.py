@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
 from nlpforge.serving.errors import NotReady, Overloaded, RequestTimeout
+from nlpforge.serving.memory import release_memory
 
 #: The worker looks at up to this many batches' worth of waiting rows when grouping by length.
 GROUP_WINDOW = 4
@@ -65,7 +66,8 @@ class DynamicBatcher:
 
     def __init__(self, name: str, run_batch: RunBatch, metrics: Any, max_batch_size: int = 32,
                  max_queue_delay_ms: float = 0.0, max_queue_size: int = 256,
-                 max_queue_rows: int | None = None, max_inputs: int | None = None):
+                 max_queue_rows: int | None = None, max_inputs: int | None = None,
+                 express: bool = False):
         self.name = name
         self.run_batch = run_batch
         self.metrics = metrics
@@ -85,6 +87,12 @@ class DynamicBatcher:
         self.aborted = False
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"nlpforge-{name}")
+        #: A second model thread for one-chunk requests that arrive while a batch runs (for
+        #: models whose ``run_batch`` may run on two threads at once), so a small request
+        #: does not wait for a large request's chunk.
+        self._express = ThreadPoolExecutor(1, thread_name_prefix=f"nlpforge-{name}-express") \
+            if express else None
+        self._express_busy = False
         self._batch_seconds = 0.01  # moving average, for Retry-After
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -100,6 +108,8 @@ class DynamicBatcher:
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
+        if self._express is not None:
+            self._express.shutdown(wait=True)
 
     def close(self) -> None:
         """Refuse new work from now on (the queue still drains)."""
@@ -175,6 +185,7 @@ class DynamicBatcher:
         self.metrics.queue_depth.set(len(self._queue))
         self._check_idle()
         self._wakeup.set()
+        self._take_express(loop)
         timer = loop.call_later(timeout, self._expire, jobs, timeout)
         try:
             return list(await asyncio.gather(*(job.future for job in jobs)))
@@ -227,6 +238,8 @@ class DynamicBatcher:
                     break  # a new request is taken with the next turn
                 await self._run(batch, loop)
             self._check_idle()
+            if not self._queue:  # idle: hand the memory freed since back to the system
+                await loop.run_in_executor(self._executor, release_memory)
 
     async def _wait_to_fill(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.max_queue_delay <= 0:
@@ -318,7 +331,31 @@ class DynamicBatcher:
             end = start[end]
         return batches[::-1]
 
-    async def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> None:
+    def _take_express(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While a batch runs, start the oldest waiting one-chunk request on the express
+        thread (if it is free)."""
+        if self._express is None or self._express_busy or not self._running or self._closing:
+            return
+        waiting = next((w for w in self._queue if len(w.jobs) == 1), None)
+        if waiting is None:
+            return
+        self._queue.remove(waiting)
+        job = waiting.jobs.popleft()
+        self._queued_rows -= job.size
+        self.metrics.queue_depth.set(len(self._queue))
+        self._express_busy = True
+        loop.create_task(self._run_express(job, loop))
+
+    async def _run_express(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            await self._run([job], loop, self._express)
+        finally:
+            self._express_busy = False
+            self._check_idle()
+        self._take_express(loop)
+
+    async def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop,
+                   executor: ThreadPoolExecutor | None = None) -> None:
         batch = [job for job in batch if not job.future.done()]  # timed out, client gone
         if not batch:
             return
@@ -327,7 +364,7 @@ class DynamicBatcher:
             self.metrics.queue_time.observe(start - job.enqueued)
         self._running += 1
         try:
-            await loop.run_in_executor(self._executor, self._call, batch, loop)
+            await loop.run_in_executor(executor or self._executor, self._call, batch, loop)
         finally:
             self._running -= 1
         seconds = loop.time() - start

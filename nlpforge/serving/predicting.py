@@ -33,6 +33,8 @@ _ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16
 class PredictorModel(ServedModel):
     """An encoder export (one ONNX graph): text and token-tensor requests."""
 
+    concurrent_runs = True  # an ONNX Runtime session runs calls from several threads
+
     def __init__(self, name: str, predictor: Predictor):
         super().__init__(name, predictor, predictor.tokenizer.max_length)
         self.predictor = predictor

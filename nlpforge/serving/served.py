@@ -79,6 +79,8 @@ class ServedModel(abc.ABC):
 
     version = VERSION
     generator: TextGenerator | None = None
+    #: ``run_batch`` may run on two threads at once (the batcher's express thread).
+    concurrent_runs = False
 
     def __init__(self, name: str, runtime: Any, limit: int):
         self.name = name
