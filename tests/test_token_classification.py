@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nlpforge_token_classification.decode import decode_row, merge_windows
 from nlpforge_token_classification.features import IGNORE, align_labels, encode_words
-from nlpforge_token_classification.metrics import entity_report
+from nlpforge_token_classification.entity_scores import entity_report
 from nlpforge_token_classification.tags import (
     BIOES,
     IOB2,

@@ -16,7 +16,7 @@ import numpy as np
 
 from nlpforge import IGNORE_INDEX, Field, Option, Task, Tokenizer, UsageError
 
-from nlpforge_seq2seq import metrics as m
+from nlpforge_seq2seq import text_scores as m
 from nlpforge_seq2seq.encoding import INPUTS, pad_labels
 from nlpforge_seq2seq.span_corruption import SENTINEL, corrupt
 from nlpforge_seq2seq.tasks import Text2TextGeneration

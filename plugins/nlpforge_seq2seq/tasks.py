@@ -20,7 +20,7 @@ import numpy as np
 from nlpforge import IGNORE_INDEX, DataError, Field, ModelFamily, Option, Task
 from nlpforge.metrics import nll_predictions
 
-from nlpforge_seq2seq import metrics as m
+from nlpforge_seq2seq import text_scores as m
 from nlpforge_seq2seq.encoding import encode_sources, first_present, is_t5, pad_labels, target_ids
 
 

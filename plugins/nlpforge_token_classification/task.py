@@ -11,7 +11,7 @@ from nlpforge import (IGNORE_INDEX, DataError, Field, ModelFamily, Option, Task,
                       encoder_signature)
 from nlpforge_token_classification.decode import STRATEGIES, decode_row, merge_windows
 from nlpforge_token_classification.features import align_labels, encode_words
-from nlpforge_token_classification.metrics import entity_report
+from nlpforge_token_classification.entity_scores import entity_report
 from nlpforge_token_classification.tags import (
     BIOES,
     IOB2,
