@@ -257,3 +257,22 @@ def test_the_app_sends_infer_and_predict_straight_to_their_handlers():
     assert sorted(r.path for r in options["routes"]) == [
         "/v1/models/{model_name}/predict", "/v2/models/{model_name}/infer",
         "/v2/models/{model_name}/versions/{model_version}/infer"]
+
+
+def test_a_refused_prompt_fails_only_its_own_generation_request():
+    from nlpforge.serving.generating import GeneratorModel
+    from nlpforge.serving.served import RowsJob
+
+    class Generator:
+        def predict(self, rows, checked):
+            if any(not row["prompt"] for row in rows):
+                raise UsageError("prompt 2 is empty: nothing to continue")
+            return [{"generated_text": row["prompt"] + "!"} for row in rows]
+
+    model = GeneratorModel.__new__(GeneratorModel)  # the batching logic only
+    model.generator = Generator()
+    jobs = [Job("k", RowsJob([{"prompt": p}], True, "inputs"), 1, 1, None, 0.0)
+            for p in ("a", "", "b")]
+    first, refused, last = model.run_batch(jobs)
+    assert first == ([{"generated_text": "a!"}], {}) and last == ([{"generated_text": "b!"}], {})
+    assert isinstance(refused, UsageError) and "empty" in str(refused)

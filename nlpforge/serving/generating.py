@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from nlpforge.errors import NlpforgeError
 from nlpforge.runtime.generation.generator import Generator
 from nlpforge.serving.batcher import Job
 from nlpforge.serving.served import ServedModel
@@ -82,7 +83,11 @@ class GeneratorModel(ServedModel):
         try:
             predictions = self.generator.predict(rows, checked=True)
         except Exception as exc:
-            return [exc] * len(jobs)
+            if len(jobs) == 1 or not isinstance(exc, NlpforgeError):
+                return [exc] * len(jobs)
+            # A prompt refused only when encoded (empty, or too long for the model's
+            # positions) fails its own request, not the others batched with it.
+            return [self.run_batch([job])[0] for job in jobs]
         results, start = [], 0
         for job in jobs:
             results.append((predictions[start:start + job.size], {}))
