@@ -17,6 +17,7 @@ from tokenizers import Encoding
 from tokenizers import Tokenizer as Backend
 
 from nlpforge.errors import ModelDirError
+from nlpforge.runtime.truncation import Prefixes
 
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -84,21 +85,29 @@ class Tokenizer:
         tokens back to them). ``add_special_tokens=False`` leaves out the special tokens
         (``[CLS]``, ``</s>``…); ``truncate=False`` keeps every token, for tasks that cut long
         texts themselves.
+
+        Truncating, only a prefix of a long text is tokenized (``runtime/truncation.py``), so
+        the cost of a text is bounded by ``max_length``, not by its size; the tokens kept are
+        the whole text's (``Encoding.overflowing`` holds the rest of the prefix only).
         """
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
-        backend = self.backend if truncate else self._untruncated_backend()
         options = {"is_pretokenized": is_pretokenized, "add_special_tokens": add_special_tokens}
         memo = self._memo
         if memo is None:
-            return backend.encode_batch(inputs, **options)
+            return self._encode_batch(inputs, truncate, options)
         keys = [(is_pretokenized, add_special_tokens, truncate, _hashable(item))
                 for item in inputs]
         missing = [i for i, key in enumerate(keys) if key not in memo]
         if missing:
-            encoded = backend.encode_batch([inputs[i] for i in missing], **options)
+            encoded = self._encode_batch([inputs[i] for i in missing], truncate, options)
             for i, encoding in zip(missing, encoded):
                 memo[keys[i]] = encoding
         return [memo[key] for key in keys]
+
+    def _encode_batch(self, inputs: list, truncate: bool, options: dict) -> list[Encoding]:
+        if not truncate:
+            return self._untruncated_backend().encode_batch(inputs, **options)
+        return self._prefixes().encode(self.backend, inputs, **options)
 
     @contextlib.contextmanager
     def reuse(self) -> Iterator[None]:
@@ -161,6 +170,13 @@ class Tokenizer:
             backend.no_padding()
             cache["untruncated"] = backend
         return cache["untruncated"]
+
+    def _prefixes(self) -> Prefixes:
+        """Truncated encodings from bounded prefixes (made once)."""
+        cache = self.__dict__.setdefault("_copies", {})
+        if "prefixes" not in cache:
+            cache["prefixes"] = Prefixes(self.backend)
+        return cache["prefixes"]
 
     def pad(self, encodings: Sequence[Encoding],
             names: Sequence[str] = FEATURES) -> dict[str, np.ndarray]:
@@ -230,6 +246,24 @@ class Tokenizer:
     def num_special_tokens(self, pair: bool = False) -> int:
         """How many special tokens ``encode`` adds to one text, or to a pair of texts."""
         return self.backend.num_special_tokens_to_add(pair)
+
+
+class LengthProbe(Tokenizer):
+    """A tokenizer for length checks (the server's ``truncate=false``): ``encode_windows``
+    returns each input's first window only, tokenized from a bounded prefix, so that checking
+    a long text costs what checking a short one does. ``encode`` truncates as ever."""
+
+    def encode_windows(self, texts: Sequence[str] | Sequence[list[str]],
+                       pairs: Sequence[str] | None = None, *, stride: int,
+                       is_pretokenized: bool = False) -> tuple[list[Encoding], list[int]]:
+        """The first window of each input (what ``Tokenizer.encode_windows`` returns first),
+        and for each, its input's index."""
+        backend = self._window_backend(stride, "only_second" if pairs is not None
+                                       else "longest_first")
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        windows = self._prefixes().encode(backend, inputs, is_pretokenized=is_pretokenized,
+                                          add_special_tokens=True)
+        return windows, list(range(len(windows)))
 
 
 def _hashable(item: Any) -> Any:
