@@ -89,12 +89,13 @@ def predict(model_dir: str, texts: tuple[str, ...], input_file: str | None, batc
             device: str, threads: int | None, variant: str | None) -> None:
     """Predict with an export dir (or a run dir); one JSON object per input on stdout."""
     from nlpforge.data import read_dataset
+    from nlpforge.data.readers import read_lines
 
     task, run = open_model(model_dir, device, threads, batch_size, variant)
     first = task.request_fields[0].name
     rows: list[dict] = [{first: text} for text in texts]
     if input_file == "-":
-        rows += [{first: line.rstrip("\n")} for line in sys.stdin if line.strip()]
+        rows += [{first: line} for _, line in read_lines(sys.stdin.buffer, "stdin")]
     elif input_file:
         rows += read_dataset(input_file, task, training=False).rows
     if not rows:

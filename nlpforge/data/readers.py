@@ -1,14 +1,18 @@
-"""Readers that turn a data file into rows, remembering the line each row came from."""
+"""Readers that turn a data file into rows, remembering the line each row came from.
+
+Files are read as a stream of bounded lines: a data file can be as large as its rows, but
+no single line can take more than ``MAX_LINE_BYTES``, and nothing but a regular file is read.
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from nlpforge.errors import DataError
 
@@ -30,45 +34,117 @@ class Dataset:
         return iter(zip(self.lines, self.rows))
 
 
+#: The most bytes one line (one row of JSON Lines, CSV or TSV) may take; a longer line is an
+#: error naming file and line, found without reading the rest of it. JSON arrays are read
+#: whole. ``read_dataset(..., max_line_bytes=N)`` changes it for one file.
+MAX_LINE_BYTES = 64 << 20
+
+
 def read_dataset(path: str | os.PathLike, task: Any = None, training: bool = True,
-                 format: str | None = None) -> Dataset:
-    """Read a data file; with ``task``, check every row against it (file:line errors)."""
-    text = _read_text(Path(path))
-    fmt = format or FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise DataError(f"unknown file type '{Path(path).suffix}'; use .jsonl, .json, .csv or "
-                        f".tsv", str(path))
-    reader = {"jsonl": _jsonl, "json": _json, "csv": _csv, "tsv": _tsv}[fmt]
-    data = Dataset(str(path))
-    for line, row in reader(text, str(path)):
-        if task is not None:
-            task.check_row(row, str(path), line, training=training)
-        data.rows.append(row)
-        data.lines.append(line)
+                 format: str | None = None, *,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> Dataset:
+    """Read a data file; with ``task``, check every row against it (file:line errors).
+
+    Only regular files are read (a FIFO or a link to a device is refused before any read);
+    a line over ``max_line_bytes``, invalid UTF-8, invalid JSON and a CSV quote that never
+    ends are errors naming the file and line.
+    """
+    name = str(path)
+    with _open_regular(Path(path)) as stream:
+        fmt = format or FORMATS.get(Path(path).suffix.lower())
+        if fmt is None:
+            raise DataError(f"unknown file type '{Path(path).suffix}'; use .jsonl, .json, .csv "
+                            f"or .tsv", name)
+        if fmt == "json":
+            rows = _json(stream, name, max_line_bytes)
+        elif fmt == "jsonl":
+            rows = _jsonl(read_lines(stream, name, max_line_bytes), name)
+        else:
+            lines = read_lines(stream, name, max_line_bytes, keep_ends=True, skip_blank=False)
+            rows = _csv(lines, name, "," if fmt == "csv" else "\t", max_line_bytes)
+        data = Dataset(name)
+        for line, row in rows:
+            if task is not None:
+                task.check_row(row, name, line, training=training)
+            data.rows.append(row)
+            data.lines.append(line)
     if not data.rows:
-        raise DataError("empty file: no rows", str(path))
+        raise DataError("empty file: no rows", name)
     return data
 
 
-def _read_text(path: Path) -> str:
+def read_lines(stream: BinaryIO, name: str, max_line_bytes: int = MAX_LINE_BYTES, *,
+               keep_ends: bool = False, skip_blank: bool = True) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a binary stream (a file, or standard input as
+    ``"stdin"``), decoded as UTF-8 (a BOM first is dropped); errors name ``name:line``.
+
+    A line over ``max_line_bytes`` is an error as soon as that many bytes are read.
+    ``keep_ends`` keeps each line's ``\\n`` or ``\\r\\n``; ``skip_blank`` leaves out lines
+    of whitespace only.
+    """
+    number = 0
+    while True:
+        raw = stream.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        body = raw[:-1] if raw.endswith(b"\n") else raw
+        if len(body) > max_line_bytes:
+            raise DataError(f"a line longer than {max_line_bytes} bytes, the most one row may "
+                            f"take; split it into shorter rows", name, number)
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as "
+                            f"UTF-8", name, number)
+        if not keep_ends:
+            text = text[:-2] if text.endswith("\r\n") else text.rstrip("\n")
+        if skip_blank and not text.strip():
+            continue
+        yield number, text
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (links followed); a FIFO, a device,
+    a socket or a directory is refused, naming what it is, without reading from it (and a
+    FIFO without waiting for a writer)."""
+    name = str(path)
     try:
-        raw = path.read_bytes()
+        _check_regular(path, os.stat(path).st_mode)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        raise DataError("no such file", str(path))
-    except IsADirectoryError:
-        raise DataError("is a directory, not a data file", str(path))
+        raise DataError("no such file", name)
     except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror or exc}", str(path))
+        raise DataError(f"cannot read: {exc.strerror or exc}", name)
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8",
-                        str(path), line)
+        _check_regular(path, os.fstat(fd).st_mode)  # the file it turned out to be
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-def _jsonl(text: str, path: str) -> Iterator[tuple[int, dict]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+def _check_regular(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    link = f" (a link to {os.path.realpath(path)})" if path.is_symlink() else ""
+    if stat.S_ISDIR(mode):
+        raise DataError(f"is a directory{link}, not a data file", str(path))
+    kind = ("a character device" if stat.S_ISCHR(mode) else
+            "a block device" if stat.S_ISBLK(mode) else
+            "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    raise DataError(f"is {kind}{link}, not a regular file; save the data to a file",
+                    str(path))
+
+
+def _jsonl(lines: Iterator[tuple[int, str]], path: str) -> Iterator[tuple[int, dict]]:
+    for number, line in lines:
         if not line.strip():
             continue
         try:
@@ -80,11 +156,19 @@ def _jsonl(text: str, path: str) -> Iterator[tuple[int, dict]]:
         yield number, row
 
 
-def _json(text: str, path: str) -> Iterator[tuple[int, dict]]:
-    """A JSON array of objects, or JSON Lines under a .json name."""
-    if not text.lstrip().startswith("["):
-        yield from _jsonl(text, path)
+def _json(stream: BinaryIO, path: str, max_line_bytes: int) -> Iterator[tuple[int, dict]]:
+    """A JSON array of objects (read whole: it is one document, lines do not bound it), or
+    JSON Lines under a .json name."""
+    if not _starts_array(stream):
+        yield from _jsonl(read_lines(stream, path, max_line_bytes), path)
         return
+    raw = stream.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8",
+                        path, line)
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -92,24 +176,54 @@ def _json(text: str, path: str) -> Iterator[tuple[int, dict]]:
     # Find each top-level object's line by decoding item by item.
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
+    line, counted = 1, 0
     for item in items:
         while text[pos] in " \t\r\n,":
             pos += 1
-        line = text.count("\n", 0, pos) + 1
+        line += text.count("\n", counted, pos)
+        counted = pos
         _, pos = decoder.raw_decode(text, pos)
         if not isinstance(item, dict):
             raise DataError("expected an array of JSON objects", path, line)
         yield line, item
 
 
-def _csv(text: str, path: str, delimiter: str = ",") -> Iterator[tuple[int, dict]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+def _starts_array(stream: BinaryIO) -> bool:
+    """Whether the first character after a BOM and whitespace is ``[``; the stream is
+    rewound."""
+    first = b""
+    while True:
+        chunk = stream.read(1 << 16)
+        if not chunk:
+            break
+        stripped = chunk.lstrip(b" \t\r\n\xef\xbb\xbf")
+        if stripped:
+            first = stripped[:1]
+            break
+    stream.seek(0)
+    return first == b"["
+
+
+def _csv(lines: Iterator[tuple[int, str]], path: str, delimiter: str,
+         max_field: int) -> Iterator[tuple[int, dict]]:
+    """Rows of CSV (or TSV), each with the line it starts on. Quotes are strict: a quoted
+    field that never ends, or text after a closing quote, is an error naming the line the
+    row starts on (a stray quote would otherwise swallow the rest of the file)."""
+    previous = csv.field_size_limit(max_field)
+    try:
+        yield from _csv_rows((text for _, text in lines), path, delimiter)
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _csv_rows(lines: Iterator[str], path: str, delimiter: str) -> Iterator[tuple[int, dict]]:
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
         return
     except csv.Error as exc:
-        raise DataError(f"bad CSV: {exc}", path, 1)
+        raise _csv_error(exc, path, 1)
     header = [name.strip() for name in header]
     if not any(header):
         raise DataError("the first line must name the columns", path, 1)
@@ -120,7 +234,7 @@ def _csv(text: str, path: str, delimiter: str = ",") -> Iterator[tuple[int, dict
         except StopIteration:
             return
         except csv.Error as exc:
-            raise DataError(f"bad CSV: {exc}", path, start)
+            raise _csv_error(exc, path, start)
         if cells and any(c.strip() for c in cells):
             if len(cells) != len(header):
                 raise DataError(f"{len(cells)} columns, the header has {len(header)}", path, start)
@@ -128,8 +242,20 @@ def _csv(text: str, path: str, delimiter: str = ",") -> Iterator[tuple[int, dict
         start = reader.line_num + 1
 
 
-def _tsv(text: str, path: str) -> Iterator[tuple[int, dict]]:
-    return _csv(text, path, delimiter="\t")
+def _csv_error(exc: csv.Error, path: str, line: int) -> DataError:
+    """A DataError for the row starting on ``line``, saying what to do about quotes."""
+    message = str(exc)
+    fix = "quote whole fields, and double the quotes inside them (\"\")"
+    if "unexpected end of data" in message:
+        return DataError(f"a quoted field starts in the row on this line and never ends (a "
+                         f"stray '\"'?); {fix}", path, line)
+    if "expected after" in message:
+        return DataError(f"text after the closing quote of a field ({message}; a stray "
+                         f"'\"'?); {fix}", path, line)
+    if "field larger than field limit" in message:
+        return DataError(f"a field longer than {csv.field_size_limit()} characters, the most "
+                         f"one row may take", path, line)
+    return DataError(f"bad CSV: {message}", path, line)
 
 
 def _cell(value: str) -> Any:
