@@ -20,7 +20,7 @@ from nlpforge.errors import NlpforgeError
 from nlpforge.json_files import read_json_object
 from nlpforge.runtime.batching import batch_order, predict_rows
 from nlpforge.runtime.predictor import Predictor
-from nlpforge.runtime.tokenizer import Tokenizer
+from nlpforge.runtime.tokenizer import LengthProbe
 from nlpforge.serving.batcher import Job
 from nlpforge.serving.errors import BadRequest, InputTooLong
 from nlpforge.serving.protocol import Tensor
@@ -55,8 +55,9 @@ class PredictorModel(ServedModel):
         prediction = predictor.predict([self.example])[0]  # checks the model end to end
         self.prediction_outputs = {key: datatype_of_value(value)
                                    for key, value in prediction.items()}
-        self._probe = Tokenizer.from_dir(predictor.directory, max_length=self.limit + 1,
-                                         pad_id=predictor.tokenizer.pad_id)
+        # Encodes a bounded prefix of each row, one window of windowed tasks (_too_long).
+        self._probe = LengthProbe.from_dir(predictor.directory, max_length=self.limit + 1,
+                                           pad_id=predictor.tokenizer.pad_id)
 
     @classmethod
     def load(cls, name: str, path: str | Path, device: str = "auto", threads: int | None = None,
@@ -194,7 +195,11 @@ class PredictorModel(ServedModel):
             return exc
 
     def _too_long(self, rows: list[dict], where: str, first: int = 0) -> Exception | None:
-        """An InputTooLong naming the first row over the token limit, or None."""
+        """An InputTooLong naming the first row over the token limit, or None.
+
+        Rows are encoded to one token over the limit, from a bounded prefix of each text and
+        one window per row (``LengthProbe``): a long row costs what a short one does.
+        """
         features = self.task.encode(rows, self._probe)
         if "attention_mask" in features:
             lengths = features["attention_mask"].sum(axis=1)
