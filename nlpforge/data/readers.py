@@ -99,6 +99,7 @@ def read_lines(stream: BinaryIO, name: str, max_line_bytes: int = MAX_LINE_BYTES
         except UnicodeDecodeError as exc:
             raise DataError(f"invalid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as "
                             f"UTF-8", name, number)
+        del raw, body  # a long line is held once while it is parsed
         if not keep_ends:
             text = text[:-2] if text.endswith("\r\n") else text.rstrip("\n")
         if skip_blank and not text.strip():
