@@ -293,6 +293,29 @@ def test_a_piece_longer_than_the_cap_keeps_its_ids(monkeypatch):
         assert got.offsets[:-2] == want.offsets[:-2]
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_length_probe_window_is_the_first_window(kind, data):
+    """``LengthProbe.encode_windows`` (a prefix, ``only_second`` for pairs) gives the first of
+    the windows ``Tokenizer.encode_windows`` cuts from the whole inputs."""
+    max_length = data.draw(st.sampled_from([24, 33]))
+    stride = data.draw(st.sampled_from([0, 3]))
+    probe = LengthProbe(Backend.from_str(backend_of(kind).to_str()), 0, max_length)
+    full = tokenizer(kind, max_length)
+    contexts = data.draw(st.lists(texts, min_size=1, max_size=3))
+    questions = data.draw(st.lists(st.sampled_from(["who", "what is it", "the cat?", "東京"]),
+                                   min_size=len(contexts), max_size=len(contexts)))
+    words = [text.split() for text in contexts]
+    for args, options in [((contexts,), {}), ((questions, contexts), {}),
+                          ((words,), {"is_pretokenized": True})]:
+        got, owners = probe.encode_windows(*args, stride=stride, **options)
+        windows, rows = full.encode_windows(*args, stride=stride, **options)
+        first = [windows[rows.index(i)] for i in range(len(contexts))]
+        assert owners == list(range(len(contexts)))
+        assert_same(got, first, contexts)
+
+
 def test_length_probe_takes_the_first_window_of_a_prefix():
     probe = LengthProbe(Backend.from_str(backend_of("wordpiece").to_str()), 0, 9)
     long = "the cat sat " * 100_000
