@@ -339,6 +339,8 @@ def main() -> None:
     parser.add_argument("--export", type=Path)
     parser.add_argument("--max-inputs", type=int, default=2048)
     parser.add_argument("--shutdown-timeout-s", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, help="the server's --threads (default: all "
+                                                     "cores)")
     parser.add_argument("--markdown", type=Path, help="also write the tables here")
     args = parser.parse_args()
     export = args.export or ROOT / "exports" / "quickstart"
@@ -347,7 +349,8 @@ def main() -> None:
         if not (export / "nlpforge.json").is_file():
             subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_export.py"),
                             str(export)], check=True)
-    server = Server(export, "--max-inputs-per-request", str(args.max_inputs), "--threads", "2")
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    server = Server(export, "--max-inputs-per-request", str(args.max_inputs), *threads)
     server.predict([SENTENCE] * 64)  # warm
     rss_before = server.rss_mb()
     rows = []
@@ -379,7 +382,9 @@ def main() -> None:
          rss_after <= rss_before * 1.10),
     ]
     lines = [f"CPU: {cpu()}; export: {export.name}; --max-inputs-per-request "
-             f"{args.max_inputs}; `python tools/attack.py`", "",
+             f"{args.max_inputs}; --threads {args.threads or 'all cores'}; "
+             f"`python tools/attack.py{f' --threads {args.threads}' if args.threads else ''}`",
+             "",
              "| attempt | expected | got | |", "| --- | --- | --- | --- |"]
     lines += [f"| {r.attempt} | {r.expected} | {r.got} | {'ok' if r.ok else 'FAIL'} |"
               for r in rows]
