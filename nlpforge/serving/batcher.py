@@ -82,7 +82,6 @@ class DynamicBatcher:
         self._running = 0  # batches handed to the model thread and not answered yet
         self._arrivals = 0  # requests queued so far (a turn yields to newer ones)
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
         self._closing = False
         self.aborted = False
         self._task: asyncio.Task | None = None
@@ -98,7 +97,6 @@ class DynamicBatcher:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._idle.set()
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     async def stop(self) -> None:
@@ -126,22 +124,6 @@ class DynamicBatcher:
         self._queued_rows = 0
         self.metrics.queue_depth.set(0)
         self._wakeup.set()
-        self._check_idle()
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until nothing is queued or running, at most ``timeout`` seconds; whether it
-        became idle."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    def _check_idle(self) -> None:
-        if not self._queue and not self._running:
-            self._idle.set()
-        else:
-            self._idle.clear()
 
     @property
     def depth(self) -> int:
@@ -183,7 +165,6 @@ class DynamicBatcher:
         self._queued_rows += rows
         self._arrivals += 1
         self.metrics.queue_depth.set(len(self._queue))
-        self._check_idle()
         self._wakeup.set()
         self._take_express(loop)
         timer = loop.call_later(timeout, self._expire, jobs, timeout)
@@ -212,7 +193,6 @@ class DynamicBatcher:
             self._queued_rows -= waiting.rows
         waiting.jobs.clear()
         self.metrics.queue_depth.set(len(self._queue))
-        self._check_idle()
 
     def retry_after(self) -> int:
         """Seconds until the queue has probably drained."""
@@ -237,9 +217,8 @@ class DynamicBatcher:
                     self._put_back([job for rest in batches[i:] for job in rest])
                     break  # a new request is taken with the next turn
                 await self._run(batch, loop)
-            self._check_idle()
             if not self._queue:  # idle: hand the memory freed since back to the system
-                await loop.run_in_executor(self._executor, release_memory)
+                loop.run_in_executor(self._executor, release_memory)  # before the next batch
 
     async def _wait_to_fill(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.max_queue_delay <= 0:
@@ -351,7 +330,6 @@ class DynamicBatcher:
             await self._run([job], loop, self._express)
         finally:
             self._express_busy = False
-            self._check_idle()
         self._take_express(loop)
 
     async def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop,

@@ -94,11 +94,13 @@ class ObserveRequests(HttpMiddleware):
         gauge = self.metrics.in_flight_of.get(model)
         if gauge is not None:
             gauge.inc()
+            self.metrics.model_requests += 1
         try:
             await self.app(scope, receive, send_status)
         finally:
             if gauge is not None:
                 gauge.dec()
+                self.metrics.model_requests -= 1
             self.metrics.observe_request(model, route, status, time.perf_counter() - started)
 
 

@@ -59,6 +59,8 @@ class Metrics:
             for name in model_names
         }
         self.in_flight_of = {name: self.in_flight.labels(name) for name in self.models}
+        #: Requests to a model's routes being answered now (the drain on SIGTERM waits for 0).
+        self.model_requests = 0
         self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def observe_request(self, model: str, route: str, code: int, seconds: float) -> None:

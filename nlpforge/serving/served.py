@@ -182,8 +182,9 @@ class ServedModel(abc.ABC):
                            where: str) -> tuple[list[dict], dict[str, np.ndarray]]:
         """Predictions and per-row raw outputs of ``rows``, queued in chunks."""
         step = self.max_batch_size
-        chunks = [(RowsJob(rows[i:i + step], truncate, where, i), len(rows[i:i + step]),
-                   max(row_size(r) for r in rows[i:i + step])) for i in range(0, len(rows), step)]
+        parts = [(i, rows[i:i + step]) for i in range(0, len(rows), step)]
+        chunks = [(RowsJob(part, truncate, where, i), len(part), max(map(row_size, part)))
+                  for i, part in parts]
         results = await self._submit(("rows", truncate), chunks, timeout)
         predictions = [p for part, _ in results for p in part]
         raw = {n: np.concatenate([outputs[n] for _, outputs in results])

@@ -2,8 +2,8 @@
 
 On SIGTERM (or Ctrl-C) the server keeps listening but reports not ready (/v2/health/ready
 answers ``{"ready": false}``, so probes see not-ready rather than a refused connection) and
-refuses new work with a JSON 503, while the requests already queued or running finish. At the shutdown
-timeout whatever is still queued is answered with a JSON 503 and dropped; the batch on the
+answers requests that arrive from then on with a JSON 503, while the requests that came
+before it are answered. At the shutdown timeout whatever is still queued is answered with a JSON 503 and dropped; the batch on the
 model thread finishes (one chunk of at most ``--max-batch-size`` rows) and nothing runs after
 it. Then uvicorn closes the connections and exits, re-raising the signal, so the process ends
 as "terminated by SIGTERM" (status 143), as process managers expect. A second signal stops at
@@ -49,6 +49,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 #: Seconds uvicorn waits for connections to close once the models are drained.
 CLOSE_SECONDS = 0.5
+#: How often the drain looks whether the requests in flight are answered.
+DRAIN_POLL_S = 0.02
 
 
 class GracefulServer(uvicorn.Server):
@@ -65,11 +67,8 @@ class GracefulServer(uvicorn.Server):
             self.force_exit = True
             super().handle_exit(sig, frame)
             return
-        state = self.server_state_ref
-        state.draining = True  # /v2/health/ready answers not ready from now on
-        for model in state.models.values():
-            if model.batcher is not None:
-                model.batcher.close()  # new work: 503
+        # Readiness answers not ready, and requests that arrive from now on get 503.
+        self.server_state_ref.draining = True
         loop = asyncio.get_event_loop()
         self._drain = loop.create_future()  # marks the drain as started
         # A signal handler runs between two bytecodes of the loop's thread: start the drain
@@ -80,14 +79,16 @@ class GracefulServer(uvicorn.Server):
         self._drain = asyncio.ensure_future(self._drain_then_exit(sig, frame))
 
     async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Wait (up to the shutdown timeout) until the requests that came before the signal
+        are answered; then answer what still waits with 503 and let uvicorn close."""
+        state = self.server_state_ref
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.shutdown_timeout_s
-        for model in self.server_state_ref.models.values():
-            batcher = model.batcher
-            if batcher is None:
-                continue
-            if not await batcher.wait_idle(max(0.0, deadline - loop.time())):
-                batcher.abort("the server is shutting down; retry on another instance")
+        while state.metrics.model_requests and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        for model in state.models.values():
+            if model.batcher is not None:
+                model.batcher.abort("the server is shutting down; retry on another instance")
         super().handle_exit(sig, frame)
 
 

@@ -60,6 +60,8 @@ class ServerState:
 
     def ready_model(self, name: str, version: str | None = None) -> ServedModel:
         model = self.model(name, version)
+        if self.draining:  # requests that came before SIGTERM are still answered
+            raise NotReady("the server is shutting down; retry on another instance")
         if not self.ready:
             raise NotReady(f"model '{name}' is warming up; retry shortly")
         return model
