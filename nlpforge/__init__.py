@@ -21,7 +21,7 @@ from nlpforge.families import ModelFamily  # noqa: E402
 from nlpforge.metrics import IGNORE_INDEX  # noqa: E402
 from nlpforge.runtime.tokenizer import Tokenizer  # noqa: E402
 from nlpforge.tasks import (ENCODER_INPUTS, Field, Option, Signature, Task,  # noqa: E402
-                            encoder_signature)
+                            config_labels, encoder_signature)
 
 if TYPE_CHECKING:
     from nlpforge.runtime.generation.generator import Generator
@@ -42,6 +42,6 @@ def load(path: str, **kwargs: Any) -> "Predictor | Generator":
 
 __all__ = [
     "__version__", "hookimpl", "load", "Task", "Field", "Option", "ModelFamily", "Signature",
-    "encoder_signature", "ENCODER_INPUTS", "IGNORE_INDEX", "Tokenizer",
+    "encoder_signature", "config_labels", "ENCODER_INPUTS", "IGNORE_INDEX", "Tokenizer",
     "NlpforgeError", "DataError", "UsageError", "ModelDirError", "read_dataset",
 ]

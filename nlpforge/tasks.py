@@ -9,6 +9,7 @@ except ``build_model``/``compute_loss`` must work without torch: the runtime cal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Hashable, Iterable, Sequence
 
 import numpy as np
@@ -137,6 +138,10 @@ class Task:
     #: Arrays of ``encode``'s output besides the token features that ``forward`` needs when
     #: PyTorch scores a batch (a seq2seq head's ``labels``, which feed its decoder).
     forward_extras: ClassVar[tuple[str, ...]] = ()
+    #: Endings of the Hugging Face head classes this task exports as they are
+    #: (``ForSequenceClassification``): ``nlpforge export CHECKPOINT`` picks the task whose
+    #: ending ``config.json``'s ``architectures[0]`` has (see ``checkpoint_match``).
+    checkpoint_heads: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, labels: Sequence[str] | None = None, **options: Any):
         known = {o.name: o for o in self.options}
@@ -157,6 +162,34 @@ class Task:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Task":
         return cls(labels=state.get("labels"), **state.get("options", {}))
+
+    # -- checkpoints trained elsewhere (nlpforge export CHECKPOINT) -------------------------
+
+    @classmethod
+    def checkpoint_match(cls, config: dict[str, Any], directory: Path) -> int:
+        """How a Hugging Face checkpoint (its ``config.json`` and its folder) fits this task:
+        0 not at all; 1 it can be exported as this task when ``--task`` names it; 2 this is
+        the task to pick when none is named. The default: 2 when ``architectures[0]`` ends
+        with one of ``checkpoint_heads``. ``nlpforge export`` picks the single best match and
+        lists the tied ones otherwise."""
+        architectures = config.get("architectures") or []
+        head = str(architectures[0]) if architectures else ""
+        return 2 if head and head.endswith(tuple(cls.checkpoint_heads)) else 0
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], tokenizer: Any,
+                               directory: Path) -> "Task":
+        """The task for a checkpoint trained elsewhere, from its ``config.json`` (a dict), its
+        ``Tokenizer`` and its folder (for files such as ``generation_config.json``).
+
+        The default: the options' defaults, and for a classification head (a
+        ``checkpoint_heads`` ending in ``Classification``) the labels of ``id2label`` in id
+        order. Override to read more (a tag scheme, ``problem_type``, a prompt prefix); raise
+        ``UsageError`` naming the field when the checkpoint cannot serve the task.
+        """
+        if any(h.endswith("Classification") for h in cls.checkpoint_heads):
+            return cls(labels=config_labels(config))
+        return cls()
 
     # -- data -------------------------------------------------------------------------------
 
@@ -314,6 +347,21 @@ REQUIRED_METHODS = ("encode", "postprocess", "metrics", "build_model", "load_mod
 EVALUATE_BY = ("forward", "generate")
 #: The token features an encoder takes, in the order its ONNX graph does.
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def config_labels(config: dict[str, Any]) -> list[str] | None:
+    """The labels of a Hugging Face ``config.json`` in id order (``id2label``), or None when
+    it has none."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        pairs = sorted((int(i), str(name)) for i, name in id2label.items())
+    except (TypeError, ValueError):
+        return None
+    if [i for i, _ in pairs] != list(range(len(pairs))):
+        return None
+    return [name for _, name in pairs]
 
 
 def field_names(fields: Iterable[Field]) -> list[str]:
