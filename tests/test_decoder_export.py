@@ -262,7 +262,8 @@ def test_stepper_refuses_right_padded_prompts(exports):
 
 @pytest.mark.parametrize("kind", ["mistral", "qwen2"])
 def test_llama_like_architectures_export_and_validate(tmp_path, kind):
-    """One table line each: the same wrapper, exporter and validation pass."""
+    """The same wrapper, exporter and validation pass, with a sliding window of 4 that the
+    validation goes past (the full matrix is tests/test_decoder_matrix.py)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -272,8 +273,9 @@ def test_llama_like_architectures_export_and_validate(tmp_path, kind):
 
     config = AutoConfig.for_model(kind, vocab_size=97, hidden_size=32, intermediate_size=64,
                                   num_hidden_layers=2, num_attention_heads=4,
-                                  num_key_value_heads=2, sliding_window=None,
-                                  max_position_embeddings=128)
+                                  num_key_value_heads=2, sliding_window=4,
+                                  use_sliding_window=True, max_position_embeddings=128,
+                                  **({"max_window_layers": 1} if kind == "qwen2" else {}))
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
     wrapper = DecoderWrapper(model, architecture(config)).eval()
@@ -281,6 +283,8 @@ def test_llama_like_architectures_export_and_validate(tmp_path, kind):
     _export(wrapper, sizes, tmp_path / "model.onnx", ExportOptions(), kind)
     report = validate(wrapper, sizes, tmp_path / "model.onnx", 1e-4)
     assert report["passed"] and report["max_abs_diff"]["logits"] < 1e-4
+    assert sizes["sliding_window"] == 4
+    assert "past the sliding window of 4" in report["cases"][-1]["case"]
 
 
 def test_unsupported_architecture_is_refused():
@@ -288,10 +292,8 @@ def test_unsupported_architecture_is_refused():
 
     from nlpforge.export.decoder_arch import architecture
 
-    with pytest.raises(ExportError, match="model type 'mamba'.*supported: gpt2, llama"):
+    with pytest.raises(ExportError, match="model type 'mamba'.*supported: bloom, falcon"):
         architecture(SimpleNamespace(model_type="mamba"))
-    with pytest.raises(ExportError, match="sliding-window"):
-        architecture(SimpleNamespace(model_type="mistral", sliding_window=4096))
 
 
 def test_mismatch_and_unsupported_options_write_nothing(runs, tmp_path):

@@ -12,8 +12,10 @@ TorchScript graph handles the empty cache and is validated on it. Should TorchSc
 on an architecture, the dynamo exporter is tried before giving up.
 
 transformers 5 takes the cache as a ``Cache`` object: the wrapper builds one from flat
-tensors and flattens the returned one (``decoder_arch.py``). Positions are an input: a
-traced graph would otherwise bake the dummy's past length into them.
+tensors and flattens the returned one (``decoder_arch.py``, which also holds what differs
+between architectures). Positions are an input where the model takes them: a traced graph
+would otherwise bake the dummy's past length into them. Models that derive positions from
+the attention mask (BLOOM's alibi) get none, and the manifest says so.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import torch
 
 from nlpforge.export import files, generative
 from nlpforge.export.convert import eager_attention
-from nlpforge.export.decoder_arch import Architecture, architecture
+from nlpforge.export.decoder_arch import (Architecture, DecoderShape, architecture, describe,
+                                          prepare_model)
 from nlpforge.export.decoder_cases import decoder_cases, empty_cache, position_ids
 from nlpforge.export.optimize import ort_fusions
 from nlpforge.export.validate import Features, compare, memoized, onnx_runner
@@ -44,8 +47,14 @@ def present_names(num_layers: int) -> list[str]:
     return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
 
+def takes_positions(model: Any) -> bool:
+    """Whether the model's forward takes ``position_ids`` (``generate()`` passes them then)."""
+    return "position_ids" in inspect.signature(model.forward).parameters
+
+
 class DecoderWrapper(torch.nn.Module):
-    """Flat tensors in (ids, mask, positions, past key/values), flat tensors out."""
+    """Flat tensors in (ids, mask, positions if the model takes them, past key/values),
+    flat tensors out."""
 
     def __init__(self, model: torch.nn.Module, arch: Architecture):
         super().__init__()
@@ -53,26 +62,33 @@ class DecoderWrapper(torch.nn.Module):
         # transformers ≥ 5.2x calls the cache argument ``cache``; earlier 5.x ``past_key_values``
         params = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.positions = takes_positions(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        extra = {"position_ids": rest[0]} if self.positions else {}
+        past = rest[1:] if self.positions else rest
         cache = self.arch.build_cache(self.model.config, past)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         position_ids=position_ids, use_cache=True, **{self.cache_arg: cache})
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
+                         **extra, **{self.cache_arg: cache})
         returned = out.get("cache")
         if returned is None:
             returned = out.get("past_key_values")
         return (out.logits, *self.arch.flatten(returned))
 
 
-def signature(num_layers: int) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+def signature(num_layers: int, positions: bool = True
+              ) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
     """Input names, output names and dynamic axes (optimum's names)."""
-    inputs = ["input_ids", "attention_mask", "position_ids", *past_names(num_layers)]
+    inputs = ["input_ids", "attention_mask", *(["position_ids"] if positions else []),
+              *past_names(num_layers)]
     outputs = ["logits", *present_names(num_layers)]
     token = {0: "batch_size", 1: "sequence_length"}
     axes: dict[str, dict[int, str]] = {
-        "input_ids": token, "position_ids": token, "logits": token,
+        "input_ids": token, "logits": token,
         "attention_mask": {0: "batch_size", 1: "total_sequence_length"}}
+    if positions:
+        axes["position_ids"] = token
     for name in past_names(num_layers):
         axes[name] = {0: "batch_size", 2: "past_sequence_length"}
     for name in present_names(num_layers):
@@ -87,6 +103,7 @@ def export_decoder(run_dir: str, output: str, opts: Any, manifest: Manifest, tas
     generative.check_options(opts, "decoder (text-generation)")
     arch = architecture(model.config)
     eager_attention(model)
+    prepare_model(model)
     model.eval()
     wrapper = DecoderWrapper(model, arch).eval()
     sizes = model_sizes(model, arch, tokenizer)
@@ -108,19 +125,19 @@ def export_decoder(run_dir: str, output: str, opts: Any, manifest: Manifest, tas
             checked = validate(wrapper, sizes, path, opts.atol)
             return {k: v for k, v in checked.items() if k != "cases"}
 
-        fusions = ort_fusions(arch.fusions, int(model.config.num_attention_heads),
-                              int(model.config.hidden_size))
+        fusions = ort_fusions(arch.fusions, sizes["num_heads"], sizes["hidden_size"])
         optimization, names = generative.optimize_graphs(target, {MODEL_FILE: check}, opts, fusions)
         return generative.with_optimized(record, optimization, names, target)
 
     return generative.write_export(output, opts, run_dir, build, smoke_test)
 
 
-def model_sizes(model: Any, arch: Architecture, tokenizer: Any) -> dict[str, int]:
-    config = model.config
-    return {"num_layers": arch.num_layers(config), "kv_heads": arch.kv_heads(config),
-            "head_dim": arch.head_dim(config), "vocab_size": int(config.vocab_size),
-            "pad_token_id": int(getattr(tokenizer, "pad_id", 0))}
+def model_sizes(model: Any, arch: Architecture, tokenizer: Any) -> dict[str, Any]:
+    """``DecoderShape``'s fields, whether the graph takes positions, and the pad id the
+    validation pads with."""
+    shape: DecoderShape = describe(model.config, arch)
+    return {**shape.__dict__, "positions": takes_positions(model),
+            "pad_token_id": int(getattr(tokenizer, "pad_id", None) or 0)}
 
 
 def _dummy(sizes: dict[str, int]) -> list[torch.Tensor]:
@@ -132,13 +149,14 @@ def _dummy(sizes: dict[str, int]) -> list[torch.Tensor]:
     ids = rng.integers(0, sizes["vocab_size"], size=(2, 5), dtype=np.int64)
     past = [rng.standard_normal((2, sizes["kv_heads"], 3, sizes["head_dim"])).astype(np.float32)
             for _ in range(2 * sizes["num_layers"])]
-    return [torch.from_numpy(a) for a in (ids, mask, position_ids(mask)[:, 3:], *past)]
+    positions = [position_ids(mask)[:, 3:]] if sizes["positions"] else []
+    return [torch.from_numpy(a) for a in (ids, mask, *positions, *past)]
 
 
 def _export(wrapper: DecoderWrapper, sizes: dict[str, int], path: Path, opts: Any,
             run_dir: str) -> tuple[str, int]:
     """Write the graph; returns the exporter that did it and the opset."""
-    names = signature(sizes["num_layers"])
+    names = signature(sizes["num_layers"], sizes["positions"])
     args = tuple(_dummy(sizes))
 
     def dynamo(target: Path, opset: int, external: bool) -> None:
@@ -153,8 +171,9 @@ def _dynamo_export(wrapper: DecoderWrapper, args: tuple, path: Path, inputs: lis
     batch, new = dim("batch_size", max=1 << 16), dim("sequence_length", max=1 << 20)
     past, total = dim("past_sequence_length", max=1 << 20), dim("total_sequence_length",
                                                                 max=1 << 21)
-    shapes = ({0: batch, 1: new}, {0: batch, 1: total}, {0: batch, 1: new},
-              tuple({0: batch, 2: past} for _ in args[3:]))
+    tokens = ({0: batch, 1: new}, {0: batch, 1: total},
+              *([{0: batch, 1: new}] if "position_ids" in inputs else []))
+    shapes = (*tokens, tuple({0: batch, 2: past} for _ in args[len(tokens):]))
     program = torch.onnx.export(wrapper, args, dynamo=True, input_names=inputs,
                                 output_names=outputs, dynamic_shapes=shapes,
                                 opset_version=opset, external_data=external, verbose=False)
@@ -164,14 +183,15 @@ def _dynamo_export(wrapper: DecoderWrapper, args: tuple, path: Path, inputs: lis
 def validate(wrapper: DecoderWrapper, sizes: dict[str, int], path: Path,
              atol: float) -> dict[str, Any]:
     """Compare logits and presents with PyTorch; ExportError on any difference over ``atol``."""
-    inputs, outputs, _ = signature(sizes["num_layers"])
+    inputs, outputs, _ = signature(sizes["num_layers"], sizes["positions"])
+    first_past = inputs.index("past_key_values.0.key")
 
     def reference(features: Features) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             out = wrapper(*(torch.from_numpy(np.ascontiguousarray(features[n])) for n in inputs))
         return {n: t.float().numpy() for n, t in zip(outputs, out)}
 
-    cases = decoder_cases(reference, inputs[3:], outputs[1:], sizes)
+    cases = decoder_cases(reference, inputs[first_past:], outputs[1:], sizes)
     report = compare(cases, memoized(reference), onnx_runner(path, outputs), atol)
     report["cases"] = [_case_summary(label, f) for label, f in cases]
     return report
@@ -185,12 +205,13 @@ def _case_summary(label: str, features: Features) -> dict[str, Any]:
 
 def _io(sizes: dict[str, int], special: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``io``: what ``DecoderStepper`` needs to load and feed the graph."""
-    inputs, outputs, axes = signature(sizes["num_layers"])
+    inputs, outputs, axes = signature(sizes["num_layers"], sizes["positions"])
     return {"model": MODEL_FILE, "inputs": inputs, "outputs": outputs,
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in axes.items()},
             "num_layers": sizes["num_layers"], "num_kv_heads": sizes["kv_heads"],
             "head_dim": sizes["head_dim"], "vocab_size": sizes["vocab_size"],
-            "position_ids": True, "cache_dtype": "float32", **special}
+            "position_ids": sizes["positions"], "sliding_window": sizes["sliding_window"],
+            "architecture": sizes["model_type"], "cache_dtype": "float32", **special}
 
 
 def smoke_test(directory: Path, manifest: Manifest,

@@ -1,7 +1,9 @@
 """Shapes a decoder export is validated on: batch sizes, prompt and cache lengths, left padding.
 
 A non-empty cache is the real one PyTorch computed for a (left-padded) prefix, so the graph
-is checked on what generation feeds it, not on random tensors.
+is checked on what generation feeds it, not on random tensors. A model with a sliding
+attention window no longer than ``WINDOW_CASE_LIMIT`` gets one more case whose cache is
+longer than the window, so the window mask is checked where it hides keys.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ SPECS = (
     ("batch 3, 3 new tokens, left-padded cache of 5", 3, 5, 3, True),
     ("batch 1, prompt of 1, empty cache", 1, 0, 1, False),
 )
+#: the longest window validated past its end (a longer one costs a longer validation case)
+WINDOW_CASE_LIMIT = 64
 
 
 def position_ids(attention_mask: np.ndarray) -> np.ndarray:
@@ -41,8 +45,14 @@ def decoder_cases(run: Callable[[Features], dict[str, np.ndarray]], past_names: 
     """Validation features; ``run`` (the PyTorch model) fills the caches of prefixes."""
     rng = np.random.default_rng(seed)
     vocab = sizes["vocab_size"]
+    positions = sizes.get("positions", True)
+    specs = list(SPECS)
+    window = sizes.get("sliding_window")
+    if window and window <= WINDOW_CASE_LIMIT:
+        specs.append((f"batch 2, 2 new tokens, left-padded cache of {window + 1} "
+                      f"(past the sliding window of {window})", 2, window + 1, 2, True))
     cases = []
-    for label, batch, cached, new, padded in SPECS:
+    for label, batch, cached, new, padded in specs:
         total = cached + new
         mask = np.ones((batch, total), dtype=np.int64)
         if padded:  # rows after the first start later (left padding); the prefix (or the
@@ -54,12 +64,13 @@ def decoder_cases(run: Callable[[Features], dict[str, np.ndarray]], past_names: 
         past = empty_cache(batch, sizes["num_layers"], sizes["kv_heads"], sizes["head_dim"])
         if cached:
             prefix = {"input_ids": ids[:, :cached], "attention_mask": mask[:, :cached],
-                      "position_ids": position_ids(mask[:, :cached]),
+                      **({"position_ids": position_ids(mask[:, :cached])} if positions else {}),
                       **dict(zip(past_names, past))}
             out = run(prefix)
             past = [out[name] for name in present_names]
         features: dict[str, Any] = {
             "input_ids": ids[:, cached:], "attention_mask": mask,
-            "position_ids": position_ids(mask)[:, cached:], **dict(zip(past_names, past))}
+            **({"position_ids": position_ids(mask)[:, cached:]} if positions else {}),
+            **dict(zip(past_names, past))}
         cases.append((label, features))
     return cases

@@ -1,12 +1,15 @@
-"""Tiny decoder-only models (GPT-2, Llama-style) built from configs, for tests (train extra).
+"""Tiny decoder-only models of every architecture the export knows, built from configs, for
+tests (train extra).
 
-Each maker writes a directory ``from_pretrained`` can load: ``config.json``,
-``model.safetensors``, ``generation_config.json``, ``tokenizer.json`` and
-``tokenizer_config.json`` (pad/eos/bos; the Llama one also has a chat template). The
-tokenizer is a byte-level BPE trained on the fly, so any Unicode text encodes without
-unknown tokens. Weights are drawn with a wider initializer than the default so that logits
-are well separated: greedy decoding then does not hinge on float rounding between PyTorch
-and ONNX Runtime.
+``make_tiny_causal_lm(directory, model_type)`` builds any type of ``TINY_DECODERS`` (the table
+tests and docs iterate over); ``make_tiny_gpt2`` and ``make_tiny_llama`` are the two the rest
+of the suite trains on. Each writes a directory ``from_pretrained`` can load, as a real
+checkpoint is: ``config.json``, ``model.safetensors``, ``generation_config.json``,
+``tokenizer.json`` and ``tokenizer_config.json`` (pad/eos/bos; the Llama one also has a chat
+template). The tokenizer is a byte-level BPE trained on the fly, so any Unicode text encodes
+without unknown tokens. Weights are drawn with a wider initializer than the default so that
+logits are well separated: greedy decoding then does not hinge on float rounding between
+PyTorch and ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -92,6 +95,117 @@ def _token_ids(directory: Path, *tokens: str) -> list[int]:
 
     backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
     return [backend.token_to_id(t) for t in tokens] + [backend.get_vocab_size()]
+
+
+#: Sizes of the Llama-like configs: 2 layers, hidden 32, 4 query heads.
+_COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=64, max_position_embeddings=256)
+_GQA = dict(_COMMON, num_key_value_heads=2)
+#: The attention window of the sliding-window configs: shorter than the prompts plus the
+#: new tokens of the tests, so the window is reached, not only configured.
+TINY_WINDOW = 6
+
+#: model_type → config fields of its tiny model (the token ids, vocabulary size and
+#: initializer are added by ``make_tiny_causal_lm``). What each exercises is in the comment.
+TINY_DECODERS: dict[str, dict[str, Any]] = {
+    # absolute positions, multi-head attention
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=256),
+    # a global layer, then a local one masked to a window
+    "gpt_neo": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                    max_position_embeddings=256, attention_types=[[["global", "local"], 1]],
+                    window_size=TINY_WINDOW),
+    # partial rotary (a quarter of each head), parallel residual
+    "gpt_neox": dict(_COMMON),
+    # partial rotary of interleaved pairs
+    "gptj": dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=256, rotary_dim=4),
+    # learnt positions with an offset of 2
+    "opt": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+                max_position_embeddings=256, word_embed_proj_dim=32),
+    # alibi: positions from the attention mask, no position_ids
+    "bloom": dict(hidden_size=32, n_layer=2, n_head=4),
+    # multi-query attention: one key/value head
+    "falcon": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                   max_position_embeddings=256, new_decoder_architecture=False,
+                   multi_query=True),
+    # rotary, grouped-query attention
+    "llama": dict(_GQA),
+    # every layer within a sliding window
+    "mistral": dict(_GQA, sliding_window=TINY_WINDOW),
+    # mixture of experts (4 experts, 2 per token) and a sliding window
+    "mixtral": dict(_GQA, num_local_experts=4, num_experts_per_tok=2,
+                    sliding_window=TINY_WINDOW),
+    # a full layer, then a sliding one (max_window_layers)
+    "qwen2": dict(_GQA, use_sliding_window=True, sliding_window=TINY_WINDOW,
+                  max_window_layers=1),
+    # q/k norms, head_dim apart from hidden_size / heads
+    "qwen3": dict(_GQA, head_dim=16),
+    # partial rotary, parallel attention and MLP
+    "phi": dict(_COMMON),
+    # fused qkv, sliding window
+    "phi3": dict(_GQA, sliding_window=TINY_WINDOW),
+    # scaled embeddings, head_dim 16
+    "gemma": dict(_GQA, head_dim=16),
+    # local and global layers alternating, attention and final logit soft-capping
+    "gemma2": dict(_GQA, head_dim=16, sliding_window=TINY_WINDOW),
+    # local then global layer with their own rotary bases
+    "gemma3_text": dict(_GQA, head_dim=16, sliding_window=TINY_WINDOW,
+                        layer_types=["sliding_attention", "full_attention"]),
+    # partial rotary, layer norms
+    "stablelm": dict(_GQA),
+    # non-parametric layer norms
+    "olmo": dict(_GQA),
+    # embedding, residual, attention and logit multipliers
+    "granite": dict(_GQA, embedding_multiplier=2.0, logits_scaling=2.0),
+    # a rotary layer, then one without positions (NoPE)
+    "smollm3": dict(_GQA, no_rope_layers=[1, 0]),
+}
+
+
+def make_tiny_causal_lm(directory: str | os.PathLike, model_type: str, seed: int = 0,
+                        **config_overrides: Any) -> Path:
+    """A randomly initialised tiny ``model_type`` (a key of ``TINY_DECODERS``, or any causal
+    LM type given its sizes in ``config_overrides``) with a byte-level BPE tokenizer, saved
+    as a ``save_pretrained`` checkpoint with its ``generation_config.json``.
+
+    ``<s>``, ``</s>`` and ``<pad>`` are BOS, EOS and padding (all in the vocabulary, whose size
+    is the tokenizer's). Keyword arguments override the config's fields.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    directory = train_byte_bpe_tokenizer(directory, bos="<s>", eos="</s>", pad="<pad>",
+                                         model_max_length=256)
+    pad, bos, eos, vocab = _token_ids(directory, "<pad>", "<s>", "</s>")
+    settings = dict(TINY_DECODERS.get(model_type, {}), vocab_size=vocab, bos_token_id=bos,
+                    eos_token_id=eos, pad_token_id=pad, initializer_range=0.2)
+    settings.update(config_overrides)
+    config = AutoConfig.for_model(model_type, **settings)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id,
+                                               eos_token_id=config.eos_token_id,
+                                               pad_token_id=config.pad_token_id)
+    model.save_pretrained(directory)
+    return directory
+
+
+def architecture_status() -> dict[str, str]:
+    """model_type → "exports", or the ``ExportError`` message the decoder export refuses its
+    tiny config with (tests/test_decoder_matrix.py checks both, docs/architectures.md lists
+    them)."""
+    from transformers import AutoConfig
+
+    from nlpforge.errors import ExportError
+    from nlpforge.export.decoder_arch import architecture
+
+    status = {}
+    for kind, settings in TINY_DECODERS.items():
+        try:
+            architecture(AutoConfig.for_model(kind, **settings))
+            status[kind] = "exports"
+        except ExportError as exc:
+            status[kind] = str(exc)
+    return status
 
 
 def make_tiny_gpt2(directory: str | os.PathLike, seed: int = 0, **config_overrides: Any) -> Path:

@@ -1,0 +1,234 @@
+"""The decoder-only architecture matrix: every type of ``TINY_DECODERS`` is built as a tiny
+checkpoint, exported with its KV cache, validated, and generates greedy and beam-search tokens
+identical to ``transformers``' ``generate()`` for a left-padded batch of prompts of different
+lengths — or is refused with an ``ExportError`` naming the model type and why
+(``architecture_status``).
+
+The whole matrix is marked ``matrix`` and runs with ``NLPFORGE_MATRIX=1`` or ``-m matrix``;
+``FAST`` always runs: GPT-2 (absolute positions), Llama (rotary, grouped-query attention) and
+Gemma-2 (sliding-window layers alternating with global ones, soft-capping).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nlpforge.errors import ExportError
+from nlpforge.testing.decoders import TINY_DECODERS, TINY_WINDOW, architecture_status
+from tests.conftest import write_jsonl
+
+FAST = ("gpt2", "llama", "gemma2")
+PROMPTS = ["once upon a time there was a little model that learnt to write",
+           "the quick brown fox", "hi"]
+NEW_TOKENS = 10
+ROWS = [{"text": "the quick brown fox jumps over the lazy dog, again and again"},
+        {"text": "to be, or not to be, that is the question"}] * 2
+
+
+def _params():
+    return [pytest.param(kind, id=kind, marks=() if kind in FAST else pytest.mark.matrix)
+            for kind in TINY_DECODERS]
+
+
+@pytest.fixture(autouse=True)
+def _matrix_opt_in(request):
+    """The full matrix is opt-in, as ``slow`` is: NLPFORGE_MATRIX=1 or ``-m matrix``."""
+    if "matrix" not in request.node.keywords:
+        return
+    if os.environ.get("NLPFORGE_MATRIX") == "1" or "matrix" in (request.config.getoption("-m")
+                                                                 or ""):
+        return
+    pytest.skip("matrix: set NLPFORGE_MATRIX=1 or run with -m matrix")
+
+
+def _export(checkpoint: Path, out: Path) -> Path:
+    """Export a plain checkpoint; returns the directory of the weights that were exported
+    (the reference for ``generate()``). Until ``nlpforge.export.checkpoint`` exists, the
+    checkpoint is trained for 2 steps and the run exported."""
+    try:
+        from nlpforge.export.checkpoint import export_model
+    except ImportError:
+        export_model = None
+    if export_model is not None:
+        export_model(str(checkpoint), str(out), task="text-generation")
+        return checkpoint
+    from nlpforge.export.onnx import export_run
+    from nlpforge.training.loop import TrainConfig, train
+
+    data = write_jsonl(checkpoint.parent / f"{checkpoint.name}.jsonl", ROWS)
+    run = checkpoint.parent / f"{checkpoint.name}-run"
+    train(TrainConfig(task="text-generation", model=str(checkpoint), train=str(data),
+                      output=str(run), max_steps=2, batch_size=4, lr=1e-3, max_length=32,
+                      progress=False, device="cpu"))
+    export_run(str(run), str(out))
+    return run
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """model_type → (reference weights, export dir, seconds), built on first use."""
+    from nlpforge.testing.decoders import make_tiny_causal_lm
+
+    cache: dict[str, tuple[Path, Path, float]] = {}
+    root = tmp_path_factory.mktemp("matrix")
+
+    def get(kind: str) -> tuple[Path, Path, float]:
+        if kind not in cache:
+            start = time.perf_counter()
+            checkpoint = make_tiny_causal_lm(root / kind, kind)
+            reference = _export(checkpoint, root / f"{kind}-export")
+            cache[kind] = (reference, root / f"{kind}-export", time.perf_counter() - start)
+        return cache[kind]
+
+    return get
+
+
+def _batch(directory: Path):
+    from nlpforge.runtime.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_dir(directory)
+    tokenizer.padding_side = "left"
+    return tokenizer.pad(tokenizer.encode(PROMPTS), ("input_ids", "attention_mask"))
+
+
+def _until_eos(tokens, eos: list[int], pad: int) -> list[int]:
+    out = []
+    for t in tokens:
+        out.append(int(t))
+        if t in eos:
+            return out
+    while out and out[-1] == pad:
+        out.pop()
+    return out
+
+
+def _generated(reference: Path, export: Path, **settings):
+    """(ours, transformers') new tokens per returned row, cut after EOS."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from nlpforge.runtime.generation.config import GenerationConfig
+    from nlpforge.runtime.generation.decoder import DecoderStepper
+    from nlpforge.runtime.generation.search import generate
+
+    manifest = json.loads((export / "nlpforge.json").read_text())
+    stepper = DecoderStepper.load(export, manifest, device="cpu")
+    batch = _batch(export)
+    assert (batch["attention_mask"][:, 0] == 0).any()  # really left-padded
+    settings = {"max_new_tokens": NEW_TOKENS, **settings}
+    ours = generate(stepper, batch["input_ids"], batch["attention_mask"],
+                    GenerationConfig().with_overrides(settings))
+    model = AutoModelForCausalLM.from_pretrained(reference).eval()
+    with torch.inference_mode():
+        theirs = model.generate(input_ids=torch.from_numpy(batch["input_ids"]),
+                                attention_mask=torch.from_numpy(batch["attention_mask"]),
+                                do_sample=False, **settings).numpy()
+    eos, pad = stepper.eos_token_ids, stepper.pad_token_id
+    start = ours.prompt_length
+    assert theirs.shape[0] == ours.sequences.shape[0]
+    return ([_until_eos(ours.new_tokens(row), eos, pad) for row in range(theirs.shape[0])],
+            [_until_eos(theirs[row, start:], eos, pad) for row in range(theirs.shape[0])])
+
+
+@pytest.mark.parametrize("kind", _params())
+def test_architecture_exports_and_generates_like_transformers(built, kind):
+    status = architecture_status()[kind]
+    if status != "exports":
+        with pytest.raises(ExportError, match=kind):
+            built(kind)
+        return
+    reference, export, _ = built(kind)
+    manifest = json.loads((export / "nlpforge.json").read_text())
+    io, report = manifest["io"], manifest["validation"]
+    assert report["passed"] and max(report["max_abs_diff"].values()) < report["atol"]
+    assert io["architecture"] == kind and io["num_layers"] == 2
+    assert io["num_kv_heads"] == {"falcon": 1, "gpt2": 4, "gpt_neo": 4, "gptj": 4, "opt": 4,
+                                  "bloom": 4, "gpt_neox": 4, "phi": 4}.get(kind, 2)
+    assert io["head_dim"] == TINY_DECODERS[kind].get("head_dim", 8)
+    window = TINY_WINDOW if TINY_DECODERS[kind].get("sliding_window") or kind == "gpt_neo" \
+        else None
+    assert io["sliding_window"] == window
+    if window:  # validated where the window hides keys
+        assert any("past the sliding window" in c["case"] for c in report["cases"])
+    assert io["position_ids"] == (kind != "bloom")
+    for settings in ({}, {"num_beams": 3}):
+        ours, theirs = _generated(reference, export, **settings)
+        assert ours == theirs, (kind, settings)
+        assert any(len(row) > 1 for row in ours)
+
+
+def test_status_table_covers_every_tiny_decoder():
+    status = architecture_status()
+    assert set(status) == set(TINY_DECODERS)
+    refused = {kind: reason for kind, reason in status.items() if reason != "exports"}
+    assert all(kind in reason for kind, reason in refused.items())
+
+
+def test_default_mistral_window_is_accepted_and_recorded():
+    """Mistral's default 4096-token window is exported (keys outside a window are masked,
+    not dropped); the manifest records it."""
+    from transformers import AutoConfig
+
+    from nlpforge.export.decoder_arch import architecture, describe
+
+    config = AutoConfig.for_model("mistral", num_hidden_layers=2)
+    assert config.sliding_window == 4096
+    assert describe(config, architecture(config)).sliding_window == 4096
+    qwen = AutoConfig.for_model("qwen2", num_hidden_layers=2)  # use_sliding_window off
+    assert describe(qwen, architecture(qwen)).sliding_window is None
+
+
+def test_sizes_come_from_the_config():
+    """Falcon's multi-query and new_decoder_architecture head counts, Qwen3's own head_dim,
+    BLOOM's n_layer: what the model's cache is made of."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from nlpforge.export.decoder_arch import architecture, describe
+
+    for kind, overrides in [("falcon", dict(TINY_DECODERS["falcon"])),
+                            ("falcon", dict(TINY_DECODERS["falcon"], new_decoder_architecture=True,
+                                            num_kv_heads=2)),
+                            ("qwen3", TINY_DECODERS["qwen3"]), ("bloom", TINY_DECODERS["bloom"]),
+                            ("gpt2", TINY_DECODERS["gpt2"])]:
+        config = AutoConfig.for_model(kind, vocab_size=50, **overrides)
+        shape = describe(config, architecture(config))
+        model = AutoModelForCausalLM.from_config(config).eval()
+        with torch.inference_mode():
+            cache = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True).past_key_values
+        assert len(cache.layers) == shape.num_layers
+        assert tuple(cache.layers[0].keys.shape) == (1, shape.kv_heads, 3, shape.head_dim)
+        assert shape.hidden_size == 32 and shape.num_heads == 4
+
+
+def test_a_plugin_registers_an_architecture():
+    from types import SimpleNamespace
+
+    from nlpforge.export import decoder_arch
+    from nlpforge.export.decoder_arch import Architecture, architecture, register_architecture
+
+    mine = Architecture(kv_heads=lambda config: 1)
+    with pytest.raises(ExportError, match="model type 'tinymamba'.*register_architecture"):
+        architecture(SimpleNamespace(model_type="tinymamba"))
+    register_architecture("tinymamba", mine)
+    try:
+        assert architecture(SimpleNamespace(model_type="tinymamba")) is mine
+        with pytest.raises(ValueError, match="already registered"):
+            register_architecture("tinymamba", Architecture())
+        with pytest.raises(TypeError, match="needs an Architecture"):
+            register_architecture("other", object())
+    finally:
+        decoder_arch.ARCHITECTURES.pop("tinymamba")
+    refusing = Architecture(refuse=lambda config: "its cache is recurrent")
+    register_architecture("gpt2", refusing, replace=True)
+    try:
+        with pytest.raises(ExportError, match="gpt2 model: its cache is recurrent"):
+            architecture(SimpleNamespace(model_type="gpt2"))
+    finally:
+        register_architecture("gpt2", decoder_arch.STANDARD, replace=True)
