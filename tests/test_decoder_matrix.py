@@ -1,5 +1,5 @@
-"""The decoder-only architecture matrix: every type of ``TINY_DECODERS`` is built as a tiny
-checkpoint, exported with its KV cache, validated, and generates greedy and beam-search tokens
+"""The decoder-only architecture matrix: every type of ``TINY_DECODERS`` (and the variants of
+``TINY_DECODER_VARIANTS``) is built as a tiny checkpoint, exported with its KV cache, validated, and generates greedy and beam-search tokens
 identical to ``transformers``' ``generate()`` for a left-padded batch of prompts of different
 lengths — or is refused with an ``ExportError`` naming the model type and why
 (``architecture_status``).
@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from nlpforge.errors import ExportError
-from nlpforge.testing.decoders import TINY_DECODERS, TINY_WINDOW, architecture_status
+from nlpforge.testing.decoders import (TINY_DECODERS, TINY_WINDOW, architecture_status,
+                                       tiny_decoder_cases)
 from tests.conftest import write_jsonl
 
 FAST = ("gpt2", "llama", "gemma2")
@@ -32,8 +33,9 @@ ROWS = [{"text": "the quick brown fox jumps over the lazy dog, again and again"}
 
 
 def _params():
-    return [pytest.param(kind, id=kind, marks=() if kind in FAST else pytest.mark.matrix)
-            for kind in TINY_DECODERS]
+    return [pytest.param(name, id=name.replace(" ", ""),
+                         marks=() if name in FAST else pytest.mark.matrix)
+            for name in tiny_decoder_cases()]
 
 
 @pytest.fixture(autouse=True)
@@ -72,19 +74,21 @@ def _export(checkpoint: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """model_type → (reference weights, export dir, seconds), built on first use."""
+    """name of a tiny decoder → (reference weights, export dir, seconds), built on first use."""
     from nlpforge.testing.decoders import make_tiny_causal_lm
 
     cache: dict[str, tuple[Path, Path, float]] = {}
     root = tmp_path_factory.mktemp("matrix")
 
-    def get(kind: str) -> tuple[Path, Path, float]:
-        if kind not in cache:
+    def get(name: str) -> tuple[Path, Path, float]:
+        if name not in cache:
             start = time.perf_counter()
-            checkpoint = make_tiny_causal_lm(root / kind, kind)
-            reference = _export(checkpoint, root / f"{kind}-export")
-            cache[kind] = (reference, root / f"{kind}-export", time.perf_counter() - start)
-        return cache[kind]
+            kind, settings = tiny_decoder_cases()[name]
+            slug = "".join(c if c.isalnum() else "-" for c in name)
+            checkpoint = make_tiny_causal_lm(root / slug, kind, **settings)
+            reference = _export(checkpoint, root / f"{slug}-export")
+            cache[name] = (reference, root / f"{slug}-export", time.perf_counter() - start)
+        return cache[name]
 
     return get
 
@@ -136,38 +140,42 @@ def _generated(reference: Path, export: Path, **settings):
             [_until_eos(theirs[row, start:], eos, pad) for row in range(theirs.shape[0])])
 
 
-@pytest.mark.parametrize("kind", _params())
-def test_architecture_exports_and_generates_like_transformers(built, kind):
-    status = architecture_status()[kind]
+@pytest.mark.parametrize("name", _params())
+def test_architecture_exports_and_generates_like_transformers(built, name):
+    kind, settings = tiny_decoder_cases()[name]
+    status = architecture_status()[name]
     if status != "exports":
-        with pytest.raises(ExportError, match=kind):
-            built(kind)
+        with pytest.raises(ExportError, match=f"{kind} model: "):
+            built(name)
         return
-    reference, export, _ = built(kind)
+    reference, export, _ = built(name)
     manifest = json.loads((export / "nlpforge.json").read_text())
     io, report = manifest["io"], manifest["validation"]
     assert report["passed"] and max(report["max_abs_diff"].values()) < report["atol"]
     assert io["architecture"] == kind and io["num_layers"] == 2
-    assert io["num_kv_heads"] == {"falcon": 1, "gpt2": 4, "gpt_neo": 4, "gptj": 4, "opt": 4,
-                                  "bloom": 4, "gpt_neox": 4, "phi": 4}.get(kind, 2)
-    assert io["head_dim"] == TINY_DECODERS[kind].get("head_dim", 8)
-    window = TINY_WINDOW if TINY_DECODERS[kind].get("sliding_window") or kind == "gpt_neo" \
-        else None
-    assert io["sliding_window"] == window
+    if kind == "falcon":  # multi-query, or new_decoder_architecture's grouped heads
+        kv_heads = settings["num_kv_heads"] if settings["new_decoder_architecture"] else 1
+    else:
+        kv_heads = settings.get("num_key_value_heads", 4)
+    assert io["num_kv_heads"] == kv_heads
+    assert io["head_dim"] == settings.get("head_dim", 8)
+    window = settings.get("sliding_window") or settings.get("window_size")
+    assert io["sliding_window"] == window and window in (None, TINY_WINDOW)
     if window:  # validated where the window hides keys
         assert any("past the sliding window" in c["case"] for c in report["cases"])
     assert io["position_ids"] == (kind != "bloom")
-    for settings in ({}, {"num_beams": 3}):
-        ours, theirs = _generated(reference, export, **settings)
-        assert ours == theirs, (kind, settings)
+    for search in ({}, {"num_beams": 3}):
+        ours, theirs = _generated(reference, export, **search)
+        assert ours == theirs, (name, search)
         assert any(len(row) > 1 for row in ours)
 
 
 def test_status_table_covers_every_tiny_decoder():
     status = architecture_status()
-    assert set(status) == set(TINY_DECODERS)
-    refused = {kind: reason for kind, reason in status.items() if reason != "exports"}
-    assert all(kind in reason for kind, reason in refused.items())
+    assert set(status) == set(tiny_decoder_cases()) >= set(TINY_DECODERS)
+    refused = {name: reason for name, reason in status.items() if reason != "exports"}
+    assert list(refused) == ["falcon (alibi)"]
+    assert "cannot export this falcon model: alibi=true" in refused["falcon (alibi)"]
 
 
 def test_default_mistral_window_is_accepted_and_recorded():

@@ -107,6 +107,14 @@ def _no_refusal(config: Any) -> str | None:
     return None
 
 
+def _falcon_refusal(config: Any) -> str | None:
+    if getattr(config, "alibi", False):
+        return ("alibi=true (e.g. Falcon-RW): the traced alibi computation has a complex-typed "
+                "Cast that ONNX Runtime refuses to load; Falcon models with rotary positions "
+                "(alibi=false: Falcon-7B/40B/180B) export")
+    return None
+
+
 @dataclass(frozen=True)
 class Architecture:
     """What one ``model_type`` needs from the exporter. The defaults fit every architecture
@@ -150,15 +158,16 @@ class DecoderShape:
 #: same wrapper: BLOOM's alibi comes from the attention mask; Falcon's multi-query and
 #: new_decoder_architecture set ``num_key_value_heads``; GPT-J and GPT-NeoX rotate part of
 #: each head; OPT adds its position offset itself; Gemma-2 and Phi-3 cap logits or keep a
-#: window (see the module docstring); Mixtral routes to experts.
+#: window (see the module docstring); Mixtral routes to experts. Falcon with alibi is refused.
 STANDARD = Architecture()
 ARCHITECTURES: dict[str, Architecture] = {
     kind: STANDARD for kind in (
-        "gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "llama", "mistral", "mixtral", "qwen2",
+        "gpt2", "gpt_neox", "gptj", "opt", "bloom", "llama", "mistral", "mixtral", "qwen2",
         "qwen3", "phi", "phi3", "gemma", "gemma2", "gemma3_text", "stablelm", "olmo",
         "granite", "smollm3")
 }
 ARCHITECTURES["gpt_neo"] = Architecture(windows=_gpt_neo_windows)
+ARCHITECTURES["falcon"] = Architecture(refuse=_falcon_refusal)
 
 
 def register_architecture(model_type: str, arch: Architecture, replace: bool = False) -> None:

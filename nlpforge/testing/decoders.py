@@ -161,21 +161,63 @@ TINY_DECODERS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_tiny_causal_lm(directory: str | os.PathLike, model_type: str, seed: int = 0,
+#: Variants of a ``TINY_DECODERS`` type whose export differs: name → (model_type, fields added
+#: to its tiny config).
+TINY_DECODER_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # grouped key/value heads instead of multi-query (Falcon-40B/180B)
+    "falcon (new_decoder_architecture)": ("falcon", dict(new_decoder_architecture=True,
+                                                         num_kv_heads=2)),
+    # alibi positions instead of rotary (Falcon-RW)
+    "falcon (alibi)": ("falcon", dict(alibi=True)),
+}
+
+
+def tiny_decoder_cases() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every tiny decoder the matrix builds: name → (model_type, config fields) for the types
+    of ``TINY_DECODERS`` (named by their type) and ``TINY_DECODER_VARIANTS``."""
+    cases = {kind: (kind, dict(settings)) for kind, settings in TINY_DECODERS.items()}
+    for name, (kind, extra) in TINY_DECODER_VARIANTS.items():
+        cases[name] = (kind, {**TINY_DECODERS[kind], **extra})
+    return cases
+
+
+def architecture_status() -> dict[str, str]:
+    """Name of each ``tiny_decoder_cases()`` entry → "exports", or the ``ExportError`` message
+    the decoder export refuses its config with (tests/test_decoder_matrix.py checks both;
+    docs/architectures.md lists them)."""
+    from transformers import AutoConfig
+
+    from nlpforge.errors import ExportError
+    from nlpforge.export.decoder_arch import architecture
+
+    status = {}
+    for name, (kind, settings) in tiny_decoder_cases().items():
+        try:
+            architecture(AutoConfig.for_model(kind, **settings))
+            status[name] = "exports"
+        except ExportError as exc:
+            status[name] = str(exc)
+    return status
+
+
+def make_tiny_causal_lm(directory: str | os.PathLike, model_type: str, seed: int = 0, *,
+                        tokenizer: dict[str, Any] | None = None,
                         **config_overrides: Any) -> Path:
     """A randomly initialised tiny ``model_type`` (a key of ``TINY_DECODERS``, or any causal
     LM type given its sizes in ``config_overrides``) with a byte-level BPE tokenizer, saved
     as a ``save_pretrained`` checkpoint with its ``generation_config.json``.
 
-    ``<s>``, ``</s>`` and ``<pad>`` are BOS, EOS and padding (all in the vocabulary, whose size
-    is the tokenizer's). Keyword arguments override the config's fields.
+    ``<s>``, ``</s>`` and ``<pad>`` are BOS, EOS and padding unless ``tokenizer`` (arguments of
+    ``train_byte_bpe_tokenizer``) names others; the vocabulary size is the tokenizer's. Keyword
+    arguments override the config's fields.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-    directory = train_byte_bpe_tokenizer(directory, bos="<s>", eos="</s>", pad="<pad>",
-                                         model_max_length=256)
-    pad, bos, eos, vocab = _token_ids(directory, "<pad>", "<s>", "</s>")
+    tokens = {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "model_max_length": 256,
+              **(tokenizer or {})}
+    directory = train_byte_bpe_tokenizer(directory, **tokens)
+    pad, bos, eos, vocab = _token_ids(directory, tokens["pad"], tokens["bos"], tokens["eos"])
     settings = dict(TINY_DECODERS.get(model_type, {}), vocab_size=vocab, bos_token_id=bos,
                     eos_token_id=eos, pad_token_id=pad, initializer_range=0.2)
     settings.update(config_overrides)
@@ -189,72 +231,28 @@ def make_tiny_causal_lm(directory: str | os.PathLike, model_type: str, seed: int
     return directory
 
 
-def architecture_status() -> dict[str, str]:
-    """model_type → "exports", or the ``ExportError`` message the decoder export refuses its
-    tiny config with (tests/test_decoder_matrix.py checks both, docs/architectures.md lists
-    them)."""
-    from transformers import AutoConfig
-
-    from nlpforge.errors import ExportError
-    from nlpforge.export.decoder_arch import architecture
-
-    status = {}
-    for kind, settings in TINY_DECODERS.items():
-        try:
-            architecture(AutoConfig.for_model(kind, **settings))
-            status[kind] = "exports"
-        except ExportError as exc:
-            status[kind] = str(exc)
-    return status
-
-
 def make_tiny_gpt2(directory: str | os.PathLike, seed: int = 0, **config_overrides: Any) -> Path:
-    """A randomly initialised 2-layer GPT-2 (hidden 32) with a byte-level BPE tokenizer.
+    """A randomly initialised 2-layer GPT-2 (hidden 32, 2 heads) with a byte-level BPE
+    tokenizer.
 
     ``<|endoftext|>`` is BOS and EOS (as in GPT-2); ``<|pad|>`` pads. Keyword arguments
     override ``GPT2Config`` fields (e.g. ``n_layer=3``).
     """
-    import torch
-    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
-
-    directory = train_byte_bpe_tokenizer(directory, bos="<|endoftext|>", eos="<|endoftext|>",
-                                         pad="<|pad|>")
-    pad, eos, vocab = _token_ids(directory, "<|pad|>", "<|endoftext|>")
-    settings = dict(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_inner=64,
-                    n_positions=256, bos_token_id=eos, eos_token_id=eos, pad_token_id=pad,
-                    initializer_range=0.2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    settings = dict(n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     settings.update(config_overrides)
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(GPT2Config(**settings))
-    model.generation_config = GenerationConfig(bos_token_id=settings["bos_token_id"],
-                                               eos_token_id=settings["eos_token_id"],
-                                               pad_token_id=settings["pad_token_id"])
-    model.save_pretrained(directory)
-    return directory
+    return make_tiny_causal_lm(
+        directory, "gpt2", seed, **settings,
+        tokenizer=dict(bos="<|endoftext|>", eos="<|endoftext|>", pad="<|pad|>",
+                       model_max_length=1024))
 
 
 def make_tiny_llama(directory: str | os.PathLike, seed: int = 0, **config_overrides: Any) -> Path:
     """A randomly initialised 2-layer Llama (hidden 32, 4 query heads sharing 2 KV heads,
     rotary positions) with a byte-level BPE tokenizer that adds ``<s>`` and has a chat
     template. Keyword arguments override ``LlamaConfig`` fields."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    directory = train_byte_bpe_tokenizer(
-        directory, bos="<s>", eos="</s>", pad="<pad>",
-        extra_special=("<|system|>", "<|user|>", "<|assistant|>"), add_bos=True,
-        chat_template=LLAMA_CHAT_TEMPLATE)
-    pad, bos, eos, vocab = _token_ids(directory, "<pad>", "<s>", "</s>")
-    settings = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64,
-                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                    max_position_embeddings=256, bos_token_id=bos, eos_token_id=eos,
-                    pad_token_id=pad, initializer_range=0.2, tie_word_embeddings=False,
-                    rope_theta=10000.0)
+    settings = dict(tie_word_embeddings=False, rope_theta=10000.0)
     settings.update(config_overrides)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**settings))
-    model.generation_config = GenerationConfig(bos_token_id=settings["bos_token_id"],
-                                               eos_token_id=settings["eos_token_id"],
-                                               pad_token_id=settings["pad_token_id"])
-    model.save_pretrained(directory)
-    return directory
+    return make_tiny_causal_lm(
+        directory, "llama", seed, **settings,
+        tokenizer=dict(extra_special=("<|system|>", "<|user|>", "<|assistant|>"), add_bos=True,
+                       chat_template=LLAMA_CHAT_TEMPLATE, model_max_length=1024))
