@@ -20,7 +20,17 @@ graph wraps both traces in an ``If`` node, which buys nothing at run time.
 Nothing here is specific to an architecture: the wrappers only use the
 ``AutoModelForSeq2SeqLM`` interface (``get_encoder()``, ``encoder_outputs``, an
 ``EncoderDecoderCache``), and the cache sizes are read from a PyTorch run
-(:func:`cache_layout`), so T5, BART, Marian, mBART, Pegasus… export through the same code.
+(:func:`cache_layout`), so T5 (v1.0 and v1.1), mT5, BART, mBART, Marian, Pegasus and
+Blenderbot-small export through the same code (``TINY_ENCODER_DECODERS`` in
+``nlpforge.testing.encoder_decoders`` is the checked list); a model that does not follow that
+interface is refused there with an ``ExportError`` naming its type.
+
+Why the layout is not read with optimum's ``NormalizedConfigManager``: for these model types
+it returns a ``NormalizedTextConfig`` (not ``NormalizedSeq2SeqConfig``), whose layer count is
+the encoder's and whose head size is ``hidden_size / num_attention_heads``. Both are wrong for
+real checkpoints: T5's ``num_decoder_layers`` may differ from ``num_layers``, mT5-small has
+``d_kv=64`` with 6 heads and ``d_model=512``, and BART-like decoders may have their own head
+count. The shapes of the caches PyTorch returns are right by construction, for every type.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+
+from nlpforge.errors import ExportError
 
 ENCODER_FILE = "encoder_model.onnx"
 DECODER_FILE = "decoder_model.onnx"
@@ -203,17 +215,33 @@ class CacheLayout:
 
 
 def cache_layout(model: torch.nn.Module) -> CacheLayout:
-    """Sizes read from one PyTorch decoder step on a dummy batch (no per-architecture table)."""
+    """Sizes read from one PyTorch decoder step on a dummy batch: the caches' own shapes are
+    the one place the layout comes from, for every architecture. ExportError naming the
+    model type when the model does not follow the interface the graphs use."""
     from transformers import DynamicCache, EncoderDecoderCache
 
+    kind = getattr(model.config, "model_type", type(model).__name__)
     ids = torch.full((1, 2), 4, dtype=torch.long)
     mask = torch.ones_like(ids)
-    with torch.inference_mode():
-        hidden = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        out = model(decoder_input_ids=ids[:, :1], attention_mask=mask,
-                    encoder_outputs=(hidden,), use_cache=True, **{_cache_arg(model): cache})
-    returned = _returned_cache(out)
+    try:
+        with torch.inference_mode():
+            encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
+            hidden = getattr(encoded, "last_hidden_state", None)
+            if not isinstance(hidden, torch.Tensor):
+                raise ValueError(f"its encoder returns {type(encoded).__name__}, not a model "
+                                 f"output with last_hidden_state")
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            out = model(decoder_input_ids=ids[:, :1], attention_mask=mask,
+                        encoder_outputs=(hidden,), use_cache=True,
+                        **{_cache_arg(model): cache})
+        returned = _returned_cache(out)
+        if not isinstance(returned, EncoderDecoderCache) or \
+                not returned.cross_attention_cache.layers:
+            raise ValueError(f"its decoder returns {type(returned).__name__} as cache, not an "
+                             f"EncoderDecoderCache with self- and cross-attention keys/values")
+    except Exception as exc:
+        raise ExportError(f"model type {kind!r} cannot be exported as an encoder-decoder "
+                          f"(encoder, decoder, decoder-with-past graphs): {exc}") from None
     layers = len(returned.self_attention_cache.layers)
     self_key = returned.self_attention_cache.layers[0].keys
     cross_key = returned.cross_attention_cache.layers[0].keys
@@ -231,11 +259,27 @@ def graphs(model: torch.nn.Module, layout: CacheLayout) -> dict[str, torch.nn.Mo
                                                          layout.hidden_size).eval()}
 
 
-def run_graph(wrapper: torch.nn.Module, features: dict[str, Any]) -> dict[str, Any]:
-    """Run a wrapper on numpy features in PyTorch; named float32 numpy outputs."""
+def run_graph(wrapper: torch.nn.Module, features: dict[str, Any],
+              dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Run a wrapper on numpy features in PyTorch; named numpy outputs (float32).
+
+    ``dtype=torch.float64``: the model's weights and the float inputs are converted for this
+    run and the weights converted back after it (float32 → float64 → float32 is exact); the
+    outputs stay float64 — the yardstick of float32 rounding in validation."""
     import numpy as np
 
     names: Sequence[str] = wrapper.signature.inputs
-    with torch.inference_mode():
-        out = wrapper(*(torch.from_numpy(np.ascontiguousarray(features[n])) for n in names))
-    return {n: t.float().numpy() for n, t in zip(wrapper.signature.outputs, out)}
+    model = wrapper.model
+    original = next(model.parameters()).dtype
+    args = [torch.from_numpy(np.ascontiguousarray(features[n])) for n in names]
+    if dtype != torch.float32:
+        args = [a.to(dtype) if a.is_floating_point() else a for a in args]
+        model.to(dtype)
+    try:
+        with torch.inference_mode():
+            out = wrapper(*args)
+        return {n: (t.float() if dtype == torch.float32 else t).numpy()
+                for n, t in zip(wrapper.signature.outputs, out)}
+    finally:
+        if dtype != torch.float32:
+            model.to(original)

@@ -1,4 +1,5 @@
-"""Tiny encoder-decoder models (T5, BART, Marian) with tokenizers trained on the fly.
+"""Tiny encoder-decoder models (T5, mT5, BART, mBART, Marian, Pegasus, Blenderbot-small) with
+tokenizers trained on the fly.
 
 Each helper writes a complete base-model directory — ``config.json``, ``model.safetensors``,
 ``generation_config.json``, ``tokenizer.json`` and ``tokenizer_config.json`` — from a config
@@ -7,13 +8,19 @@ family: T5 and Marian use a sentencepiece-style Unigram model (``<pad>``, ``</s>
 adds the ``<extra_id_N>`` sentinels at the end of the vocabulary, ``<extra_id_0>`` last, as
 the real T5 vocabulary does), BART a byte-level BPE (``<s>``, ``<pad>``, ``</s>``, ``<unk>``,
 ``<mask>``). Needs the train extra (torch, transformers).
+
+``TINY_ENCODER_DECODERS`` is the architecture matrix: one entry per architecture (or layout, as
+T5 v1.1) that the encoder-decoder export is checked on, each with its maker and the config
+overrides that make it differ from its family's defaults where caches are concerned (more
+encoder than decoder layers, more decoder than encoder heads, untied embeddings).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nlpforge.testing.encoders import CORPUS
 
@@ -192,3 +199,209 @@ def make_tiny_marian(directory: str | os.PathLike, seed: int = 0, vocab_size: in
     model = MarianMTModel(MarianConfig(**settings))
     model.generation_config.bad_words_ids = None  # Marian bans <pad>; keep plain greedy
     return _save(model, directory)
+
+
+# -- the architecture matrix ------------------------------------------------------------------
+
+#: Sizes of the BART-like configs (BART, mBART, Marian, Pegasus, Blenderbot-small).
+_BART_SIZES = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                   decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                   max_position_embeddings=256, dropout=0.1, attention_dropout=0.0)
+#: Sizes of the T5-like configs (T5, mT5).
+_T5_SIZES = dict(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+                 relative_attention_num_buckets=8, relative_attention_max_distance=32,
+                 dropout_rate=0.1)
+
+
+def _train_bpe(corpus: list[str] | None, vocab_size: int, special: list[str]) -> Any:
+    """A byte-level BPE whose first ids are ``special``, in order."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.trainers import BpeTrainer
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    texts = corpus or SEQ2SEQ_CORPUS
+    backend.train_from_iterator(texts * 3 if len(texts) < 1000 else texts, trainer)
+    return backend
+
+
+def _save_tokenizer(backend: Any, directory: Path, **special: Any) -> dict[str, int]:
+    """Save ``backend`` as a fast tokenizer with its special tokens; returns token → id of
+    every special token."""
+    from transformers import PreTrainedTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=512,
+                            model_input_names=["input_ids", "attention_mask"],
+                            **special).save_pretrained(directory)
+    names = [t for v in special.values() for t in (v if isinstance(v, list) else [v])]
+    return {t: backend.token_to_id(t) for t in names}
+
+
+def _mbart_tokenizer(directory: Path, vocab_size: int, corpus: list[str] | None) -> dict[str, Any]:
+    """mBART's layout: ``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3, language codes; a source
+    is ``… </s> en_XX``; generation starts from ``</s>`` and forces the target language code."""
+    from tokenizers import processors
+
+    backend = _train_bpe(corpus, vocab_size, ["<s>", "<pad>", "</s>", "<unk>", "en_XX",
+                                              "de_DE", "<mask>"])
+    eos, en = backend.token_to_id("</s>"), backend.token_to_id("en_XX")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s> en_XX", pair="$A $B </s> en_XX",
+        special_tokens=[("</s>", eos), ("en_XX", en)])
+    ids = _save_tokenizer(backend, directory, bos_token="<s>", eos_token="</s>",
+                          pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
+                          extra_special_tokens=["en_XX", "de_DE"])
+    return dict(vocab_size=backend.get_vocab_size(), bos_token_id=ids["<s>"],
+                pad_token_id=ids["<pad>"], eos_token_id=eos, decoder_start_token_id=eos,
+                forced_bos_token_id=ids["de_DE"], forced_eos_token_id=eos)
+
+
+def _pegasus_tokenizer(directory: Path, vocab_size: int,
+                       corpus: list[str] | None) -> dict[str, Any]:
+    """Pegasus's layout: a Unigram with ``<pad>``=0 (also the decoder start), ``</s>``=1
+    appended to every input."""
+    from tokenizers import processors
+
+    backend = _train_unigram(corpus or SEQ2SEQ_CORPUS, vocab_size,
+                             ["<pad>", "</s>", "<mask_1>", "<mask_2>", "<unk>"])
+    eos = backend.token_to_id("</s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A $B </s>", special_tokens=[("</s>", eos)])
+    ids = _save_tokenizer(backend, directory, eos_token="</s>", pad_token="<pad>",
+                          unk_token="<unk>", mask_token="<mask_2>")
+    return dict(vocab_size=backend.get_vocab_size(), pad_token_id=ids["<pad>"],
+                eos_token_id=eos, decoder_start_token_id=ids["<pad>"], forced_eos_token_id=eos)
+
+
+def _blenderbot_small_tokenizer(directory: Path, vocab_size: int,
+                                corpus: list[str] | None) -> dict[str, Any]:
+    """Blenderbot-small's layout: ``__null__``=0 pads, ``__start__``=1 starts decoding,
+    ``__end__``=2 ends it; inputs get no special tokens."""
+    backend = _train_bpe(corpus, vocab_size, ["__null__", "__start__", "__end__", "__unk__"])
+    ids = _save_tokenizer(backend, directory, bos_token="__start__", eos_token="__end__",
+                          pad_token="__null__", unk_token="__unk__")
+    return dict(vocab_size=backend.get_vocab_size(), bos_token_id=ids["__start__"],
+                pad_token_id=ids["__null__"], eos_token_id=ids["__end__"],
+                decoder_start_token_id=ids["__start__"], forced_eos_token_id=ids["__end__"])
+
+
+def _t5_like_tokenizer(directory: Path, vocab_size: int,
+                       corpus: list[str] | None) -> dict[str, Any]:
+    """T5's layout (see :func:`train_t5_tokenizer`), decoding starts from ``<pad>``."""
+    train_t5_tokenizer(directory, vocab_size, corpus)
+    vocab = _vocab(directory)
+    pad, eos = vocab.token_to_id("<pad>"), vocab.token_to_id("</s>")
+    return dict(vocab_size=vocab.get_vocab_size(), pad_token_id=pad, eos_token_id=eos,
+                decoder_start_token_id=pad)
+
+
+#: model_type → (tokenizer maker, sizes) for :func:`make_tiny_encoder_decoder`.
+_RECIPES: dict[str, tuple[Callable[[Path, int, list[str] | None], dict[str, Any]],
+                          dict[str, Any]]] = {
+    "mt5": (_t5_like_tokenizer, dict(_T5_SIZES, feed_forward_proj="gated-gelu",
+                                     tie_word_embeddings=False)),
+    "mbart": (_mbart_tokenizer, dict(_BART_SIZES, scale_embedding=True)),
+    "pegasus": (_pegasus_tokenizer, dict(_BART_SIZES, scale_embedding=True)),
+    "blenderbot-small": (_blenderbot_small_tokenizer, dict(_BART_SIZES)),
+}
+#: The config fields that hold generation settings; they go to generation_config.json.
+_GENERATION_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
+                      "forced_bos_token_id", "forced_eos_token_id")
+
+
+def make_tiny_encoder_decoder(model_type: str, directory: str | os.PathLike, seed: int = 0,
+                              vocab_size: int = 400, corpus: list[str] | None = None,
+                              **config_overrides: Any) -> Path:
+    """A randomly initialised tiny ``model_type`` (mt5, mbart, pegasus, blenderbot-small) with
+    a tokenizer laid out as the family's (its special tokens, ids and input template), saved
+    as a ``save_pretrained`` checkpoint whose ``generation_config.json`` holds the decoder
+    start, EOS, pad and forced BOS/EOS ids. ``config_overrides`` go to the config class."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
+
+    if model_type not in _RECIPES:
+        raise ValueError(f"no tiny recipe for {model_type!r} (known: {', '.join(_RECIPES)})")
+    directory = Path(directory)
+    tokenizer, sizes = _RECIPES[model_type]
+    settings = {**sizes, **tokenizer(directory, vocab_size, corpus), **config_overrides}
+    config = AutoConfig.for_model(model_type, **settings)
+    torch.manual_seed(seed)
+    model = AutoModelForSeq2SeqLM.from_config(config)
+    model.generation_config = GenerationConfig(
+        **{k: settings[k] for k in _GENERATION_FIELDS if settings.get(k) is not None})
+    return _save(model, directory)
+
+
+@dataclass(frozen=True)
+class TinyEncoderDecoder:
+    """One row of the architecture matrix."""
+
+    model_type: str  #: config.model_type of the checkpoint the maker writes
+    make: Callable[..., Path]  #: make(directory, seed=0, **config_overrides) → directory
+    overrides: dict[str, Any] = field(default_factory=dict)  #: what this row changes
+
+    def build(self, directory: str | os.PathLike, seed: int = 0, **extra: Any) -> Path:
+        return self.make(directory, seed=seed, **{**self.overrides, **extra})
+
+
+def _generic(model_type: str) -> Callable[..., Path]:
+    def make(directory: str | os.PathLike, seed: int = 0, **overrides: Any) -> Path:
+        return make_tiny_encoder_decoder(model_type, directory, seed, **overrides)
+    return make
+
+
+#: Matrix row → tiny model. Overrides widen the initial weights (so greedy output of a random
+#: model is not one token repeated) and give some rows more encoder layers than decoder
+#: layers or more decoder heads than encoder heads, so a cache sized from the wrong one fails.
+TINY_ENCODER_DECODERS: dict[str, TinyEncoderDecoder] = {
+    "t5": TinyEncoderDecoder("t5", make_tiny_t5, {"initializer_factor": 1.5}),
+    "t5-v1.1": TinyEncoderDecoder("t5", make_tiny_t5, {
+        "initializer_factor": 1.5, "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False, "num_layers": 3, "num_decoder_layers": 2}),
+    "mt5": TinyEncoderDecoder("mt5", _generic("mt5"), {"initializer_factor": 1.5, "d_kv": 8}),
+    "bart": TinyEncoderDecoder("bart", make_tiny_bart, {"init_std": 0.3}),
+    "mbart": TinyEncoderDecoder("mbart", _generic("mbart"), {
+        "init_std": 0.3, "encoder_layers": 3, "decoder_attention_heads": 4}),
+    "marian": TinyEncoderDecoder("marian", make_tiny_marian, {"init_std": 0.3}),
+    "pegasus": TinyEncoderDecoder("pegasus", _generic("pegasus"), {
+        "init_std": 0.3, "decoder_layers": 3}),
+    "blenderbot-small": TinyEncoderDecoder("blenderbot-small", _generic("blenderbot-small"),
+                                           {"init_std": 0.3, "decoder_attention_heads": 4}),
+}
+
+#: Encoder-decoder types the export refuses, with the tiny config that shows it (sizes only).
+REFUSED_ENCODER_DECODERS: dict[str, dict[str, Any]] = {
+    "prophetnet": dict(hidden_size=32, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                       num_encoder_layers=2, num_decoder_layers=2, num_encoder_attention_heads=2,
+                       num_decoder_attention_heads=2, vocab_size=100),
+    "switch_transformers": dict(_T5_SIZES, vocab_size=100, num_experts=2,
+                                num_sparse_encoder_layers=1, num_sparse_decoder_layers=1),
+}
+
+
+def refusal(model_type: str) -> str:
+    """The ``ExportError`` message a tiny ``model_type`` of ``REFUSED_ENCODER_DECODERS`` is
+    refused with ("" when it is not refused)."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    from nlpforge.errors import ExportError
+    from nlpforge.export.seq2seq_graphs import cache_layout
+
+    config = AutoConfig.for_model(model_type, **REFUSED_ENCODER_DECODERS[model_type])
+    try:
+        cache_layout(AutoModelForSeq2SeqLM.from_config(config).eval())
+    except ExportError as exc:
+        return str(exc)
+    return ""
+
+
+def architecture_status() -> dict[str, str]:
+    """model_type → "exports" (a row of ``TINY_ENCODER_DECODERS``, checked by
+    tests/test_seq2seq_matrix.py) or the reason the export refuses it."""
+    status = {row.model_type: "exports" for row in TINY_ENCODER_DECODERS.values()}
+    status.update({kind: refusal(kind) or "exports" for kind in REFUSED_ENCODER_DECODERS})
+    return status

@@ -1,0 +1,126 @@
+"""The encoder-decoder architecture matrix: every row of ``TINY_ENCODER_DECODERS`` is built as
+a tiny checkpoint, exported (three graphs validated against PyTorch), and its greedy and beam
+search tokens compared with transformers' ``generate()`` on the same weights, for a batch of
+three inputs of different lengths. Types the export refuses are refused with an ExportError
+naming them.
+
+The whole matrix is marked ``matrix`` and runs with ``NLPFORGE_MATRIX=1`` or ``-m matrix``;
+t5 and bart always run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nlpforge.testing.encoder_decoders import (REFUSED_ENCODER_DECODERS, TINY_ENCODER_DECODERS,
+                                               architecture_status, refusal)
+from tests.conftest import write_jsonl
+from tests.test_seq2seq_export import ROWS, TEXTS, _batch, _generate, _open
+
+FAST = ("t5", "bart")
+
+
+def _params(rows):
+    return [pytest.param(row, id=row, marks=() if row in FAST else pytest.mark.matrix)
+            for row in rows]
+
+
+@pytest.fixture(autouse=True)
+def _matrix_opt_in(request):
+    """The full matrix is opt-in, as ``slow`` is: NLPFORGE_MATRIX=1 or ``-m matrix``."""
+    if "matrix" not in request.node.keywords:
+        return
+    if os.environ.get("NLPFORGE_MATRIX") == "1" or "matrix" in (request.config.getoption("-m")
+                                                                 or ""):
+        return
+    pytest.skip("matrix: set NLPFORGE_MATRIX=1 or run with -m matrix")
+
+
+def _export(checkpoint: Path, root: Path) -> tuple[Path, Path]:
+    """Export a plain checkpoint; returns (weights the export was made from, export dir).
+    Without ``nlpforge.export.checkpoint.export_model`` the checkpoint is trained one step
+    and the run exported."""
+    try:
+        from nlpforge.export.checkpoint import export_model
+    except ImportError:
+        export_model = None
+    if export_model is not None:
+        export_model(str(checkpoint), str(root / "export"), task="text2text-generation")
+        return checkpoint, root / "export"
+    from nlpforge.export.onnx import export_run
+    from nlpforge.training.loop import TrainConfig, train
+
+    data = write_jsonl(root / "train.jsonl", ROWS)
+    train(TrainConfig(task="text2text-generation", model=str(checkpoint), train=str(data),
+                      output=str(root / "run"), max_steps=1, batch_size=8, lr=1e-4,
+                      progress=False))
+    export_run(str(root / "run"), str(root / "export"))
+    return root / "run", root / "export"
+
+
+@pytest.fixture(scope="module", params=_params(TINY_ENCODER_DECODERS))
+def exported(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    row = TINY_ENCODER_DECODERS[request.param]
+    weights, export = _export(row.build(root / "base"), root)
+    return request.param, weights, export
+
+
+def test_export_records_the_cache_layout_of_the_config(exported):
+    """The manifest's cache sizes are the config's decoder sizes (not the encoder's, where
+    the row makes them differ)."""
+    row, weights, export = exported
+    config = json.loads((weights / "config.json").read_text())
+    manifest = json.loads((export / "nlpforge.json").read_text())
+    io = manifest["io"]
+    assert config["model_type"] == TINY_ENCODER_DECODERS[row].model_type
+    if "num_decoder_layers" in config:  # T5-like
+        layers, heads, dim = config["num_decoder_layers"], config["num_heads"], config["d_kv"]
+    else:
+        heads = config["decoder_attention_heads"]
+        layers, dim = config["decoder_layers"], config["d_model"] // heads
+    assert (io["num_layers"], io["num_heads"], io["head_dim"]) == (layers, heads, dim)
+    assert (io["cross_num_heads"], io["cross_head_dim"]) == (heads, dim)
+    generation = json.loads((weights / "generation_config.json").read_text())
+    assert io["decoder_start_token_id"] == generation["decoder_start_token_id"]
+    assert io["forced_bos_token_id"] == generation.get("forced_bos_token_id")
+    assert manifest["validation"]["passed"]
+
+
+@pytest.mark.parametrize("num_beams,new_tokens", [(1, 10), (3, 8)], ids=["greedy", "beam3"])
+def test_generation_matches_transformers(exported, num_beams, new_tokens):
+    """Greedy and beam search through the ONNX stepper give generate()'s tokens for a batch
+    of three inputs of different lengths."""
+    from nlpforge.runtime.generation import search
+    from nlpforge.runtime.generation.config import GenerationConfig
+
+    _, weights, export = exported
+    _, stepper, tokenizer, model = _open(weights, export)
+    batch = _batch(tokenizer, TEXTS)
+    assert len(set(batch["attention_mask"].sum(1).tolist())) == len(TEXTS)
+    want = _generate(model, batch, num_beams=num_beams, max_new_tokens=new_tokens)
+    config = GenerationConfig.from_dir(export).with_overrides(
+        {"num_beams": num_beams, "max_new_tokens": new_tokens})
+    got = search.generate(stepper, batch["input_ids"], batch["attention_mask"], config)
+    np.testing.assert_array_equal(got.sequences[:, :want.shape[1]], want)
+    assert len(set(want[:, 1:].ravel().tolist())) > 1  # the parity saw more than one token
+
+
+@pytest.mark.parametrize("model_type", _params(REFUSED_ENCODER_DECODERS))
+def test_refused_types_name_themselves(model_type):
+    """The tiny model is refused before any graph is traced, with an ExportError naming its
+    type and what it lacks; the status table reports that message."""
+    message = refusal(model_type)
+    assert f"model type {model_type!r} cannot be exported" in message
+    assert architecture_status()[model_type] == message
+
+
+def test_status_lists_every_row():
+    status = architecture_status()
+    assert {status[row.model_type] for row in TINY_ENCODER_DECODERS.values()} == {"exports"}
+    assert set(status) >= {"t5", "mt5", "bart", "mbart", "marian", "pegasus",
+                           "blenderbot-small"}
