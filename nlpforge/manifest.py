@@ -66,10 +66,14 @@ class Manifest(TypedDict, total=False):
     base_model: str
     #: The token features the model's forward takes (input_ids, attention_mask, …).
     model_inputs: list[str]
+    #: A checkpoint trained elsewhere (``nlpforge export CHECKPOINT``): ``kind``
+    #: ("checkpoint"), ``model`` as given, its ``path``, the ``hub_id`` and ``revision``
+    #: downloaded, and ``trust_remote_code``. Absent for a dir that nlpforge trained.
+    source: dict[str, Any]
     #: The best evaluation's metrics (empty without validation data).
     metrics: dict[str, Any]
-    #: The resolved training settings, the steps run and the best step.
-    training: dict[str, Any]
+    #: The resolved training settings, the steps run and the best step (None: imported).
+    training: dict[str, Any] | None
     #: When and with what it was made: versions, files, process count; exports add
     #: ``exported`` and ``torch_export``.
     provenance: dict[str, Any]
@@ -93,7 +97,7 @@ class Manifest(TypedDict, total=False):
     optimization: dict[str, Any] | None
     #: ``--quantize``: the method, its validation and the task-metric quality gate, or None.
     quantization: dict[str, Any] | None
-    #: The run dir the export was made from.
+    #: The run dir (or checkpoint dir) the export was made from.
     source_run: str
     #: How long the export took.
     export_seconds: float

@@ -8,13 +8,32 @@ import signal
 from typing import Any, Iterator
 
 import click
+
+from nlpforge.cli.options import parse_task_options
 from nlpforge.manifest import Manifest
 
 VARIANTS = ("fp32", "optimized", "int8", "fp16")
 
 
+def checkpoint_options(func: Any) -> Any:
+    """The options of a checkpoint trained elsewhere (export and inspect)."""
+    for flag, kwargs in reversed([
+        ("--task", {"help": "The task (default: from the checkpoint's config.json)."}),
+        ("--revision", {"help": "A Hub model's branch, tag or commit."}),
+        ("--trust-remote-code", {"is_flag": True,
+                                 "help": "Run the model code a checkpoint ships (recorded "
+                                         "in nlpforge.json)."}),
+        ("--max-length", {"type": int, "help": "Tokens per text (default: the tokenizer's "
+                                               "or sentence-transformers' maximum)."}),
+        ("--option", {"multiple": True, "metavar": "NAME=VALUE",
+                      "help": "A task option, e.g. threshold=0.3 (repeatable)."}),
+    ]):
+        func = click.option(flag, **kwargs)(func)
+    return func
+
+
 @click.command()
-@click.argument("run_dir")
+@click.argument("model")
 @click.option("--output", required=True,
               help="Export dir to write (with --format triton: REPO/NAME, the model's folder in "
                    "a Triton model repository).")
@@ -53,20 +72,29 @@ VARIANTS = ("fp32", "optimized", "int8", "fp16")
 @click.option("--triton-variant", type=click.Choice(VARIANTS),
               help="Triton: the model file served (default: optimized if made, else fp32).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export dir.")
-def export(run_dir: str, output: str, format_: str, optimize: str, quantize: str,
+@checkpoint_options
+def export(model: str, output: str, format_: str, optimize: str, quantize: str,
            calibration_data: str | None, max_metric_drop: float, force: bool, fp16: bool,
            opset: int | None, atol: float, external_data_threshold: int, max_batch_size: int,
            instances: int, instance_kind: str, max_queue_delay_us: int,
-           triton_variant: str | None, overwrite: bool) -> None:
-    """Export a run dir to ONNX, validated against PyTorch; optionally optimized, int8, fp16."""
-    from nlpforge.export.onnx import export_run
+           triton_variant: str | None, overwrite: bool, task: str | None,
+           revision: str | None, trust_remote_code: bool, max_length: int | None,
+           option: tuple[str, ...]) -> None:
+    """Export MODEL to ONNX, validated against PyTorch; optionally optimized, int8, fp16.
+
+    MODEL is a run dir of nlpforge train, a transformers model dir (save_pretrained) or a
+    Hugging Face Hub id; a model's task comes from --task or its config.json.
+    """
+    from nlpforge.export.onnx import export_model
     from nlpforge.export.triton import TritonOptions
 
     triton = TritonOptions(max_batch_size, instances, instance_kind, max_queue_delay_us,
                            triton_variant)
     with _terminate_as_interrupt():
-        manifest = export_run(
-            run_dir, output, opset=opset, atol=atol, overwrite=overwrite, optimize=optimize,
+        manifest = export_model(
+            model, output, task, revision=revision, trust_remote_code=trust_remote_code,
+            max_length=max_length, task_options=parse_task_options(option) or None,
+            opset=opset, atol=atol, overwrite=overwrite, optimize=optimize,
             quantize=quantize, calibration_data=calibration_data,
             max_metric_drop=max_metric_drop, force=force, fp16=fp16, format=format_,
             triton=triton, external_data_threshold=external_data_threshold)

@@ -16,6 +16,7 @@ from nlpforge.lazy import import_object
 COMMANDS = {
     "train": "nlpforge.cli.train:train",
     "export": "nlpforge.cli.export:export",
+    "inspect": "nlpforge.cli.inspect:inspect",
     "predict": "nlpforge.cli.predict:predict",
     "evaluate": "nlpforge.cli.evaluate:evaluate",
     "generate": "nlpforge.cli.generate:generate",

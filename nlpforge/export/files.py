@@ -114,7 +114,8 @@ def export_manifest(run: Manifest, run_dir: str, **fields: Any) -> Manifest:
     """The run dir's manifest made an export's: ``fields`` (io, opset, validation, variants,
     …) added, the source run and the export's time and torch version recorded."""
     return {**run, "kind": "export", **fields,  # type: ignore[typeddict-item]
-            "source_run": str(Path(run_dir).absolute()),
+            # a checkpoint's export names the checkpoint, not its staged view (checkpoint.py)
+            "source_run": (run.get("source") or {}).get("path") or str(Path(run_dir).absolute()),
             "provenance": {**run.get("provenance", {}),
                            "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "torch_export": torch.__version__}}

@@ -21,8 +21,8 @@ import onnxruntime  # noqa: F401  (loaded before any file is written: see cli/ex
 import torch
 
 from nlpforge.atomic import atomic_dir, check_output
-from nlpforge.errors import ExportError, UsageError
-from nlpforge.export import files
+from nlpforge.errors import ExportError, NlpforgeError, UsageError
+from nlpforge.export import checkpoint, files
 from nlpforge.export.convert import (ExportWrapper, eager_attention, exporter_error, to_onnx,
                                      vocab_size)
 from nlpforge.export.fp16 import RELATIVE_TOLERANCE, convert_fp16, validate_fp16
@@ -34,9 +34,10 @@ from nlpforge.export.triton import VERSION, TritonOptions, write_config
 from nlpforge.export.validate import (Features, Runner, compare, differences, encoder_cases,
                                       encoder_features, memoized, onnx_runner)
 from nlpforge.families import family
-from nlpforge.manifest import Manifest, write_manifest
+from nlpforge.manifest import MANIFEST_NAME, Manifest, write_manifest
 from nlpforge.tasks import Signature
 from nlpforge.training.loading import load_run
+from nlpforge.training.steps import model_inputs
 
 MODEL_FILE = "model.onnx"
 #: Variant name → file; ``fp32`` is the exported graph itself.
@@ -129,9 +130,56 @@ def export_run(run_dir: str, output: str, **options: Any) -> dict[str, Any]:
     return export(run_dir, output, opts, manifest, task, model, tokenizer)
 
 
+def export_model(model: str, output: str, task: str | None = None, *,
+                 revision: str | None = None, trust_remote_code: bool = False,
+                 max_length: int | None = None, task_options: dict[str, Any] | None = None,
+                 **options: Any) -> dict[str, Any]:
+    """Export ``model`` — an nlpforge run dir, a ``save_pretrained`` dir or a Hugging Face Hub
+    id — to ``output`` (keywords: ExportOptions' fields). A checkpoint's task comes from
+    ``task`` or its config (``checkpoint.py``); the export is validated and written as one of
+    a trained run, and its manifest's ``source`` says where the model came from."""
+    if (Path(model) / MANIFEST_NAME).is_file():
+        for name, value in (("--task", task), ("--revision", revision),
+                            ("--max-length", max_length), ("--task-option", task_options)):
+            if value:
+                raise UsageError(f"{name}: {model} is an nlpforge run dir, whose task and "
+                                 f"settings are its own; {name} is for checkpoints")
+        return export_run(model, output, **options)
+    opts = ExportOptions(**options)
+    opts.check()
+    check_output(output, opts.overwrite,
+                 "Triton model dir" if opts.format == "triton" else "export dir")
+    with checkpoint.open_checkpoint(model, task, revision=revision,
+                                    trust_remote_code=trust_remote_code, max_length=max_length,
+                                    task_options=task_options) as found:
+        stage = str(found.stage)
+        try:
+            torch_model = checkpoint.load_model(found)
+            manifest = found.manifest(model_inputs(torch_model))
+            export = family(manifest["family"]).load("exporter")
+            return export(stage, output, opts, manifest, found.task, torch_model,
+                          found.tokenizer)
+        except NlpforgeError as exc:  # name the checkpoint, not its staged view
+            exc.args = tuple(a.replace(stage, str(found.source.path)) if isinstance(a, str)
+                             else a for a in exc.args)
+            raise
+
+
+#: Encoder model types torch.onnx cannot trace, and why (checked before tracing).
+UNTRACEABLE_ENCODERS = {
+    "longformer": "its forward picks the global-attention path from the data "
+                  "(attention_mask == 2, read with .item()), which a traced graph cannot keep",
+}
+
+
 def export_encoder(run_dir: str, output: str, opts: ExportOptions, manifest: Manifest,
                    task: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
     """The encoder family's exporter: one ``model.onnx`` and its variants."""
+    for module in model.modules():
+        kind = getattr(getattr(module, "config", None), "model_type", None)
+        if kind in UNTRACEABLE_ENCODERS:
+            raise ExportError(f"{run_dir}: {kind} cannot be exported to ONNX: "
+                              f"{UNTRACEABLE_ENCODERS[kind]}")
     triton = opts.format == "triton"
     data = None
     if opts.quantize == "int8" and not (opts.force and opts.calibration_data is None

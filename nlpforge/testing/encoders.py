@@ -68,3 +68,61 @@ def make_tiny_bert(directory: str | os.PathLike, seed: int = 0, hidden: int = 32
                         classifier_dropout=dropout)
     BertModel(config).save_pretrained(directory)
     return directory
+
+
+#: Encoder architectures of the export matrix: ``model_type`` → config fields that make it tiny
+#: (beside the common ones in ``make_tiny_encoder``). Every one is built from its config class.
+TINY_ENCODERS: dict[str, dict] = {
+    "bert": {},
+    "roberta": {},
+    "distilbert": {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64},
+    "albert": {"embedding_size": 16},
+    "electra": {"embedding_size": 16},
+    "deberta-v2": {"relative_attention": True, "pos_att_type": ["p2c", "c2p"],
+                   "position_buckets": 16, "max_relative_positions": 32},
+    "xlm-roberta": {},
+    "mpnet": {},
+    "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 16},
+    "camembert": {},
+    "mobilebert": {"embedding_size": 16, "intra_bottleneck_size": 16, "true_hidden_size": 16,
+                   "num_feedforward_networks": 1},
+    "convbert": {"embedding_size": 16},
+    "roformer": {"embedding_size": 32},
+    "longformer": {"attention_window": 8},
+}
+#: The four encoder heads: ``transformers`` auto class → the nlpforge task it exports as.
+ENCODER_HEADS = {"AutoModelForSequenceClassification": "text-classification",
+                 "AutoModelForTokenClassification": "token-classification",
+                 "AutoModelForQuestionAnswering": "question-answering",
+                 "AutoModelForMaskedLM": "fill-mask"}
+#: The labels the classification heads are saved with.
+HEAD_LABELS = {"text-classification": ["negative", "positive"],
+               "token-classification": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]}
+
+
+def make_tiny_encoder(directory: str | os.PathLike, model_type: str,
+                      head: str = "AutoModelForSequenceClassification", seed: int = 0,
+                      **config_overrides: object) -> Path:
+    """A checkpoint as ``save_pretrained`` writes it, of a tiny ``model_type`` encoder with the
+    ``head`` auto class (``ENCODER_HEADS``), its labels, and a WordPiece tokenizer."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+    from transformers import AutoConfig
+
+    directory = Path(train_wordpiece_tokenizer(directory))
+    vocab = Tokenizer.from_file(str(directory / "tokenizer.json")).get_vocab_size()
+    task = ENCODER_HEADS[head]
+    labels = HEAD_LABELS.get(task)
+    fields = {"vocab_size": vocab, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 256,
+              "pad_token_id": 0, "type_vocab_size": 2,
+              **TINY_ENCODERS[model_type], **config_overrides}
+    if labels:
+        fields.update(id2label=dict(enumerate(labels)),
+                      label2id={label: i for i, label in enumerate(labels)})
+    config = AutoConfig.for_model(model_type, **fields)
+    torch.manual_seed(seed)
+    model = getattr(transformers, head).from_config(config)
+    model.save_pretrained(directory)
+    return directory

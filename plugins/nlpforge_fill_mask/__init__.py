@@ -54,6 +54,7 @@ class FillMask(Task):
                                       "text alone, its first --max-length tokens"),
     )
     primary_metric = "perplexity"
+    checkpoint_heads = ("ForMaskedLM",)
     greater_is_better = False
 
     def __init__(self, labels: Sequence[str] | None = None, **options: Any):
@@ -213,10 +214,10 @@ class FillMask(Task):
 
         return AutoModelForMaskedLM.from_pretrained(base, **kwargs)
 
-    def load_model(self, path: str) -> Any:
+    def load_model(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoModelForMaskedLM
 
-        return AutoModelForMaskedLM.from_pretrained(path)
+        return AutoModelForMaskedLM.from_pretrained(path, **kwargs)
 
     def export_signature(self, model_inputs: Sequence[str]) -> Signature:
         """Token features in, ``logits`` (batch × tokens × vocabulary) out."""

@@ -59,6 +59,7 @@ class QuestionAnswering(Task):
                                       "beats the best span's by more than this"),
     )
     primary_metric = "f1"
+    checkpoint_heads = ("ForQuestionAnswering",)
     greater_is_better = True
     default_max_length = 384
 
@@ -108,10 +109,10 @@ class QuestionAnswering(Task):
 
         return AutoModelForQuestionAnswering.from_pretrained(base, **kwargs)
 
-    def load_model(self, path: str) -> Any:
+    def load_model(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoModelForQuestionAnswering
 
-        return AutoModelForQuestionAnswering.from_pretrained(path)
+        return AutoModelForQuestionAnswering.from_pretrained(path, **kwargs)
 
     def forward(self, model: Any, features: dict[str, Any]) -> dict[str, Any]:
         out = model(**features)

@@ -54,6 +54,30 @@ class Text2TextGeneration(Task):
     target_names: ClassVar[tuple[str, ...]] = ("target", "output")
     #: What ``prefix=auto`` means for T5-family models.
     t5_prefix: ClassVar[str] = ""
+    checkpoint_heads = ("ForConditionalGeneration", "MTModel")
+    #: The key of a T5 config's ``task_specific_params`` whose prefix the task takes.
+    config_params: ClassVar[str] = ""
+
+    @classmethod
+    def checkpoint_match(cls, config: dict[str, Any], directory: Any) -> int:
+        """An encoder-decoder's generation head: text2text-generation picks it, summarization
+        and translation take it when named."""
+        if not config.get("is_encoder_decoder") or not super().checkpoint_match(config,
+                                                                                 directory):
+            return 0
+        return 2 if cls.id == Text2TextGeneration.id else 1
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], tokenizer: Any,
+                               directory: Any) -> "Text2TextGeneration":
+        """The prefix the checkpoint's ``task_specific_params`` gives this task (T5's
+        ``summarize: ``), else ``auto`` (resolved for the model type when it loads)."""
+        task = cls()
+        params = config.get("task_specific_params") or {}
+        chosen = params.get(cls.config_params) if cls.config_params else None
+        if isinstance(chosen, dict) and isinstance(chosen.get("prefix"), str):
+            task.settings["prefix"] = chosen["prefix"]
+        return task
 
     # -- fields -----------------------------------------------------------------------------
 
@@ -132,10 +156,10 @@ class Text2TextGeneration(Task):
         self.resolve_prefix(getattr(model.config, "model_type", None))
         return model
 
-    def load_model(self, path: str) -> Any:
+    def load_model(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoModelForSeq2SeqLM
 
-        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
         self.resolve_prefix(getattr(model.config, "model_type", None))
         return model
 
@@ -214,6 +238,7 @@ class Summarization(Text2TextGeneration):
     source_names = ("document", "source")
     target_names = ("summary", "target")
     t5_prefix = "summarize: "
+    config_params = "summarization"
     default_max_length = 512
 
     def text_metrics(self, generated: list[str], references: list[str]) -> dict[str, Any]:

@@ -40,6 +40,18 @@ class TextClassification(Task):
     )
     primary_metric = "macro_f1"
     greater_is_better = True
+    checkpoint_heads = ("ForSequenceClassification",)
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], tokenizer: Any,
+                               directory: Any) -> "TextClassification":
+        """Labels from ``id2label``; multi-label when ``problem_type`` says so."""
+        problem = config.get("problem_type")
+        if problem == "regression" or config.get("num_labels") == 1 and not problem:
+            raise UsageError(f"{directory}: a regression head (one output, problem_type "
+                             f"{problem or 'unset'}); text-classification predicts labels")
+        return cls(labels=nlpforge.config_labels(config),
+                   multi_label=problem == "multi_label_classification")
 
     # -- data -------------------------------------------------------------------------------
 
@@ -117,10 +129,10 @@ class TextClassification(Task):
             **kwargs,
         )
 
-    def load_model(self, path: str) -> Any:
+    def load_model(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoModelForSequenceClassification
 
-        return AutoModelForSequenceClassification.from_pretrained(path)
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
 
     # -- outputs ----------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class TextGeneration(Task):
                                       "'truncate' keeps each text's first --max-length tokens"),
     )
     primary_metric = "perplexity"
+    checkpoint_heads = ("ForCausalLM", "LMHeadModel")
     greater_is_better = False
     default_max_length = 512
     #: Evaluation is teacher-forced (one forward pass), not generation.
@@ -136,10 +137,10 @@ class TextGeneration(Task):
 
         return AutoModelForCausalLM.from_pretrained(base, **kwargs)
 
-    def load_model(self, path: str) -> Any:
+    def load_model(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(path)
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
     def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
         """The head's token-averaged loss; zero (with a graph) when truncation left a batch

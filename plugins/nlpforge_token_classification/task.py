@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from nlpforge import (IGNORE_INDEX, DataError, Field, ModelFamily, Option, Task, UsageError,
-                      encoder_signature)
+                      config_labels, encoder_signature)
 from nlpforge_token_classification.decode import STRATEGIES, decode_row, merge_windows
 from nlpforge_token_classification.features import align_labels, encode_words
 from nlpforge_token_classification.entity_scores import entity_report
@@ -54,6 +54,21 @@ class TokenClassification(Task):
                              "--max-length (at most half a window)"),
     )
     primary_metric = "f1"
+    checkpoint_heads = ("ForTokenClassification",)
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], tokenizer: Any,
+                               directory: Any) -> "TokenClassification":
+        """The tags of ``id2label``, their scheme (IOB2 or BIOES) read from the names."""
+        labels = config_labels(config)
+        if not labels:
+            raise UsageError(f"{directory}: config.json has no id2label; the tags are unknown")
+        bad = [tag for tag in labels if tag_problem(tag) is not None]
+        if bad:
+            raise UsageError(f"{directory}: config.json's labels {', '.join(bad[:5])} are not "
+                             f"IOB2/BIOES tags (O, B-TYPE, I-TYPE, …); token-classification "
+                             f"decodes entities from such tags")
+        return cls(labels=labels, scheme=detect_scheme([labels]))
     greater_is_better = True
 
     def __init__(self, labels: Sequence[str] | None = None, **options: Any):
@@ -149,10 +164,10 @@ class TokenClassification(Task):
             base, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)}, **kwargs)
 
-    def load_model(self, path: str) -> Any:
+    def load_model(self, path: str, **kwargs: Any) -> Any:
         from transformers import AutoModelForTokenClassification
 
-        return AutoModelForTokenClassification.from_pretrained(path)
+        return AutoModelForTokenClassification.from_pretrained(path, **kwargs)
 
     def export_signature(self, model_inputs: Sequence[str]):
         return encoder_signature(model_inputs, per_token=True)
