@@ -18,13 +18,19 @@ EXAMPLES = ROOT / "examples" / "sentiment"
 SHARED = Path(os.environ.get("NLPFORGE_SHARED", ROOT.parent / "shared"))
 
 
+#: Opt-in markers: skipped unless their variable is 1 or ``-m`` names them.
+OPT_IN = {"slow": "NLPFORGE_SLOW", "matrix": "NLPFORGE_MATRIX"}
+
+
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("NLPFORGE_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: set NLPFORGE_SLOW=1 or run with -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    chosen = config.getoption("-m") or ""
+    for marker, variable in OPT_IN.items():
+        if os.environ.get(variable) == "1" or marker in chosen:
+            continue
+        skip = pytest.mark.skip(reason=f"{marker}: set {variable}=1 or run with -m {marker}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 def run_cli(*args: str, env: dict | None = None, input: str | None = None,

@@ -12,24 +12,19 @@ Gemma-2 (sliding-window layers alternating with global ones, soft-capping).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from nlpforge.errors import ExportError
 from nlpforge.testing.decoders import (TINY_DECODERS, TINY_WINDOW, architecture_status,
                                        tiny_decoder_cases)
-from tests.conftest import write_jsonl
 
 FAST = ("gpt2", "llama", "gemma2")
 PROMPTS = ["once upon a time there was a little model that learnt to write",
            "the quick brown fox", "hi"]
 NEW_TOKENS = 10
-ROWS = [{"text": "the quick brown fox jumps over the lazy dog, again and again"},
-        {"text": "to be, or not to be, that is the question"}] * 2
 
 
 def _params():
@@ -38,38 +33,14 @@ def _params():
             for name in tiny_decoder_cases()]
 
 
-@pytest.fixture(autouse=True)
-def _matrix_opt_in(request):
-    """The full matrix is opt-in, as ``slow`` is: NLPFORGE_MATRIX=1 or ``-m matrix``."""
-    if "matrix" not in request.node.keywords:
-        return
-    if os.environ.get("NLPFORGE_MATRIX") == "1" or "matrix" in (request.config.getoption("-m")
-                                                                 or ""):
-        return
-    pytest.skip("matrix: set NLPFORGE_MATRIX=1 or run with -m matrix")
-
 
 def _export(checkpoint: Path, out: Path) -> Path:
-    """Export a plain checkpoint; returns the directory of the weights that were exported
-    (the reference for ``generate()``). Until ``nlpforge.export.checkpoint`` exists, the
-    checkpoint is trained for 2 steps and the run exported."""
-    try:
-        from nlpforge.export.checkpoint import export_model
-    except ImportError:
-        export_model = None
-    if export_model is not None:
-        export_model(str(checkpoint), str(out), task="text-generation")
-        return checkpoint
-    from nlpforge.export.onnx import export_run
-    from nlpforge.training.loop import TrainConfig, train
+    """Export a plain checkpoint (no training) through ``nlpforge export CHECKPOINT``'s path;
+    returns the weights that were exported (the reference for ``generate()``)."""
+    from nlpforge.export.onnx import export_model
 
-    data = write_jsonl(checkpoint.parent / f"{checkpoint.name}.jsonl", ROWS)
-    run = checkpoint.parent / f"{checkpoint.name}-run"
-    train(TrainConfig(task="text-generation", model=str(checkpoint), train=str(data),
-                      output=str(run), max_steps=2, batch_size=4, lr=1e-3, max_length=32,
-                      progress=False, device="cpu"))
-    export_run(str(run), str(out))
-    return run
+    export_model(str(checkpoint), str(out), task="text-generation")
+    return checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ t5 and bart always run."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ import pytest
 
 from nlpforge.testing.encoder_decoders import (REFUSED_ENCODER_DECODERS, TINY_ENCODER_DECODERS,
                                                architecture_status, refusal)
-from tests.conftest import write_jsonl
-from tests.test_seq2seq_export import ROWS, TEXTS, _batch, _generate, _open
+from tests.test_seq2seq_export import TEXTS, _batch, _generate, _open
 
 FAST = ("t5", "bart")
 
@@ -29,37 +27,14 @@ def _params(rows):
             for row in rows]
 
 
-@pytest.fixture(autouse=True)
-def _matrix_opt_in(request):
-    """The full matrix is opt-in, as ``slow`` is: NLPFORGE_MATRIX=1 or ``-m matrix``."""
-    if "matrix" not in request.node.keywords:
-        return
-    if os.environ.get("NLPFORGE_MATRIX") == "1" or "matrix" in (request.config.getoption("-m")
-                                                                 or ""):
-        return
-    pytest.skip("matrix: set NLPFORGE_MATRIX=1 or run with -m matrix")
-
 
 def _export(checkpoint: Path, root: Path) -> tuple[Path, Path]:
-    """Export a plain checkpoint; returns (weights the export was made from, export dir).
-    Without ``nlpforge.export.checkpoint.export_model`` the checkpoint is trained one step
-    and the run exported."""
-    try:
-        from nlpforge.export.checkpoint import export_model
-    except ImportError:
-        export_model = None
-    if export_model is not None:
-        export_model(str(checkpoint), str(root / "export"), task="text2text-generation")
-        return checkpoint, root / "export"
-    from nlpforge.export.onnx import export_run
-    from nlpforge.training.loop import TrainConfig, train
+    """Export a plain checkpoint (no training) through ``nlpforge export CHECKPOINT``'s path;
+    returns (weights the export was made from, export dir)."""
+    from nlpforge.export.onnx import export_model
 
-    data = write_jsonl(root / "train.jsonl", ROWS)
-    train(TrainConfig(task="text2text-generation", model=str(checkpoint), train=str(data),
-                      output=str(root / "run"), max_steps=1, batch_size=8, lr=1e-4,
-                      progress=False))
-    export_run(str(root / "run"), str(root / "export"))
-    return root / "run", root / "export"
+    export_model(str(checkpoint), str(root / "export"), task="text2text-generation")
+    return checkpoint, root / "export"
 
 
 @pytest.fixture(scope="module", params=_params(TINY_ENCODER_DECODERS))

@@ -12,8 +12,6 @@ and written exactly as one of a trained run, and its manifest says where the mod
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import tempfile
@@ -308,14 +306,14 @@ def open_checkpoint(model: str, task: str | None = None, *, revision: str | None
 
 
 def load_model(checkpoint: Checkpoint) -> Any:
-    """The task's PyTorch model on the checkpoint (eval mode); ModelDirError when the task's
-    head is not in the checkpoint (its weights would be random)."""
+    """The task's PyTorch model on the checkpoint (eval mode); ModelDirError when the
+    checkpoint lacks weights the task's model needs (they would be random)."""
     from nlpforge.training.loading import quiet_transformers
 
     task, path = checkpoint.task, str(checkpoint.stage)
     kwargs = {"trust_remote_code": True} if checkpoint.trust_remote_code else {}
     try:
-        with quiet_transformers():
+        with quiet_transformers(), _missing_weights() as missing:
             model = task.load_model(path, **kwargs)
     except TypeError as exc:
         if kwargs and "trust_remote_code" in str(exc):
@@ -328,32 +326,39 @@ def load_model(checkpoint: Checkpoint) -> Any:
         raise ModelDirError(f"{checkpoint.source.path}: cannot load the model as {task.id}: "
                             f"{type(exc).__name__}: {text[0] if text else ''}")
     model.eval()
-    _check_head(checkpoint, model)
+    for cls, keys in missing:
+        if keys:
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            raise ModelDirError(
+                f"{checkpoint.source.path}: its {checkpoint.architecture} has no weights for "
+                f"the {cls} that task '{task.id}' loads ({shown}): exported, it would predict "
+                f"with random weights. Fine-tune it first (nlpforge train --model "
+                f"{checkpoint.source.model} --task {task.id} ...), or export it as the task "
+                f"of its head")
     return model
 
 
-def _check_head(checkpoint: Checkpoint, model: Any) -> None:
-    """Refuse a model whose head the checkpoint does not hold: a BertForMaskedLM exported as
-    text-classification would validate, and predict with a random classifier."""
-    from transformers import PreTrainedModel
+@contextmanager
+def _missing_weights() -> Iterator[list[tuple[str, list[str]]]]:
+    """(model class, weights it needed that the checkpoint lacked) of each ``from_pretrained``
+    inside the block, read from transformers' loading report (empty when a transformers
+    release reports another way)."""
+    from transformers import modeling_utils
 
-    hf = model if isinstance(model, PreTrainedModel) else next(
-        (m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
-    if hf is None or type(hf).__name__ == checkpoint.architecture:
+    report = getattr(modeling_utils, "log_state_dict_report", None)
+    found: list[tuple[str, list[str]]] = []
+    if report is None:
+        yield found
         return
-    from nlpforge.training.loading import quiet_transformers
 
-    with quiet_transformers():
-        _, info = type(hf).from_pretrained(str(checkpoint.stage), output_loading_info=True,
-                                           **({"trust_remote_code": True}
-                                              if checkpoint.trust_remote_code else {}))
-    missing = sorted(info.get("missing_keys") or [])
-    if missing:
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4
-                                          else "")
-        raise ModelDirError(
-            f"{checkpoint.source.path}: its {checkpoint.architecture} has no weights for the "
-            f"{type(hf).__name__} that task '{checkpoint.task.id}' needs ({shown}): exported, "
-            f"it would predict with random weights. Fine-tune it first (nlpforge train --model "
-            f"{checkpoint.source.model} --task {checkpoint.task.id} ...), or export it as the "
-            f"task of its head")
+    def record(*args: Any, **kwargs: Any) -> Any:
+        model, info = kwargs.get("model"), kwargs.get("loading_info")
+        if model is not None and hasattr(info, "missing_and_mismatched"):
+            found.append((type(model).__name__, sorted(info.missing_and_mismatched())))
+        return report(*args, **kwargs)
+
+    modeling_utils.log_state_dict_report = record
+    try:
+        yield found
+    finally:
+        modeling_utils.log_state_dict_report = report

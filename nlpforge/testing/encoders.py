@@ -90,6 +90,9 @@ TINY_ENCODERS: dict[str, dict] = {
     "roformer": {"embedding_size": 32},
     "longformer": {"attention_window": 8},
 }
+#: Heads an architecture of ``TINY_ENCODERS`` does not have in transformers (left out of the
+#: matrix): ``model_type`` → the ``ENCODER_HEADS`` keys it lacks.
+MISSING_HEADS: dict[str, tuple[str, ...]] = {}
 #: The four encoder heads: ``transformers`` auto class → the nlpforge task it exports as.
 ENCODER_HEADS = {"AutoModelForSequenceClassification": "text-classification",
                  "AutoModelForTokenClassification": "token-classification",
@@ -126,3 +129,21 @@ def make_tiny_encoder(directory: str | os.PathLike, model_type: str,
     model = getattr(transformers, head).from_config(config)
     model.save_pretrained(directory)
     return directory
+
+
+def encoder_cases() -> dict[str, tuple[str, str]]:
+    """``"model_type task"`` → (model_type, head) for every (architecture, head) pair of the
+    encoder matrix."""
+    return {f"{kind} {task}": (kind, head) for kind in TINY_ENCODERS
+            for head, task in ENCODER_HEADS.items() if head not in MISSING_HEADS.get(kind, ())}
+
+
+def architecture_status() -> dict[str, str]:
+    """Each ``encoder_cases()`` pair → "exports", or why the encoder export refuses it
+    (tests/test_encoder_matrix.py checks both against real exports; docs/architectures.md
+    lists them)."""
+    from nlpforge.export.onnx import UNTRACEABLE_ENCODERS
+
+    return {name: (f"refused: {UNTRACEABLE_ENCODERS[kind]}" if kind in UNTRACEABLE_ENCODERS
+                   else "exports")
+            for name, (kind, _) in encoder_cases().items()}
