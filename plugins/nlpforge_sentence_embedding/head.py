@@ -128,7 +128,7 @@ def load(path: str | Path, pooling: str, normalize: bool, **kwargs: Any) -> Sent
     saved = layout.read_layout(path) if (path / layout.MODULES).is_file() else None
     if saved is not None and (saved.pooling, saved.normalize) != (pooling, normalize):
         raise ModelDirError(f"{path / layout.MODULES}: the model pools with {saved.pooling} "
-                            f"(normalize={saved.normalize}) but nlpforge.json asks for "
+                            f"(normalize={saved.normalize}) but the task's options ask for "
                             f"{pooling} (normalize={normalize})")
     return wrap(AutoModel.from_pretrained(path, **kwargs), pooling, normalize).eval()
 
