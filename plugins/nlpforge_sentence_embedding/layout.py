@@ -3,7 +3,7 @@ normalizes) and written (so a run dir also loads with ``SentenceTransformer(run_
 
 ``modules.json`` lists the modules applied after the transformer; ``1_Pooling/config.json``
 says how token states become one vector (the legacy ``pooling_mode_*_token`` booleans or
-sentence-transformers 5+'s ``pooling_mode``); ``sentence_bert_config.json`` may hold
+the ``pooling_mode`` of recent releases); ``sentence_bert_config.json`` may hold
 ``max_seq_length``. Torch-free: ``from_pretrained_config`` and ``checkpoint_match`` run here.
 """
 
