@@ -256,8 +256,9 @@ class Task:
         """Build the trainable model on a base checkpoint (path or hub id). May import torch."""
         raise NotImplementedError
 
-    def load_model(self, path: str) -> Any:
-        """Load a model this task trained and saved with ``save_pretrained``."""
+    def load_model(self, path: str, **kwargs: Any) -> Any:
+        """Load a model this task trained and saved with ``save_pretrained`` (or a checkpoint
+        trained elsewhere); pass ``kwargs`` on to ``from_pretrained`` (``trust_remote_code``)."""
         raise NotImplementedError
 
     def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:

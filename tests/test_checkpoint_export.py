@@ -45,7 +45,7 @@ def test_task_and_labels_come_from_the_config(checkpoints, task):
 
     with open_checkpoint(str(checkpoints[task])) as found:
         assert found.task.id == task
-        assert found.task_reason.startswith("config.json architectures: Bert")
+        assert found.task_reason.startswith("detected: the best checkpoint_match for Bert")
         assert found.task.labels == HEAD_LABELS.get(task)
         assert found.tokenizer.max_length == 512  # the tokenizer's model_max_length
         assert found.tokenizer_file == "tokenizer.json"

@@ -168,7 +168,8 @@ def pick_task(config: dict[str, Any], path: Path, task: str | None) -> tuple[typ
     best = max(scores.values(), default=0)
     winners = sorted(t for t, s in scores.items() if s == best and s > 0)
     if len(winners) == 1 and best == 2:
-        return tasks[winners[0]], f"config.json architectures: {architecture}", scores
+        return tasks[winners[0]], (f"detected: the best checkpoint_match for {architecture} "
+                                   f"({config.get('model_type')}) and its files"), scores
     if len(winners) > 1:
         raise UsageError(f"{path}: {architecture} fits several tasks ({', '.join(winners)}); "
                          f"name one with --task")
