@@ -12,6 +12,12 @@ from nlpforge import hookspecs
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def test_architecture_table_is_up_to_date():
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_architectures.py"),
+                             "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_cli_reference_is_up_to_date():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_cli_docs.py"), "--check"],
                             capture_output=True, text=True)

@@ -12,4 +12,16 @@ python -m pytest "$@"
 status=$?
 set -e
 [ "$status" -eq 5 ] && { echo "no tests ran" >&2; exit 1; }
+[ "$status" -ne 0 ] && exit "$status"
+# The architecture matrix beyond its fast subset (docs/architectures.md), in its own
+# time-boxed step; NLPFORGE_MATRIX=0 leaves it out, and it is skipped when pytest was given
+# arguments (a targeted run).
+if [ $# -eq 0 ] && [ "${NLPFORGE_MATRIX:-1}" != "0" ]; then
+    set +e
+    timeout "${NLPFORGE_MATRIX_TIMEOUT:-1800}" python -m pytest -m matrix -q \
+        tests/test_encoder_matrix.py tests/test_decoder_matrix.py tests/test_seq2seq_matrix.py
+    status=$?
+    set -e
+    [ "$status" -eq 124 ] && echo "the architecture matrix ran past its time box" >&2
+fi
 exit "$status"
