@@ -292,7 +292,7 @@ def test_unsupported_architecture_is_refused():
 
     from nlpforge.export.decoder_arch import architecture
 
-    with pytest.raises(ExportError, match="model type 'mamba'.*supported: bloom, falcon"):
+    with pytest.raises(ExportError, match="model type 'mamba'.*supported: arcee, bloom"):
         architecture(SimpleNamespace(model_type="mamba"))
 
 

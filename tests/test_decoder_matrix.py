@@ -6,7 +6,9 @@ lengths — or is refused with an ``ExportError`` naming the model type and why
 
 The whole matrix is marked ``matrix`` and runs with ``NLPFORGE_MATRIX=1`` or ``-m matrix``;
 ``FAST`` always runs: GPT-2 (absolute positions), Llama (rotary, grouped-query attention) and
-Gemma-2 (sliding-window layers alternating with global ones, soft-capping).
+Gemma-2 (sliding-window layers alternating with global ones, soft-capping). Model types refused
+for every config (recurrent, state-space and hybrid caches; remote-code-only types) are
+checked from their default config, without building a model.
 """
 
 from __future__ import annotations
@@ -111,6 +113,19 @@ def _generated(reference: Path, export: Path, **settings):
             [_until_eos(theirs[row, start:], eos, pad) for row in range(theirs.shape[0])])
 
 
+def _pytorch_cache_shapes(reference: Path) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(heads, head size) of the first layer's keys and of its values, from a PyTorch run."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(reference).eval()
+    with torch.inference_mode():
+        cache = model(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True).past_key_values
+    layer = cache.layers[0]
+    return ((layer.keys.shape[1], layer.keys.shape[3]),
+            (layer.values.shape[1], layer.values.shape[3]))
+
+
 @pytest.mark.parametrize("name", _params())
 def test_architecture_exports_and_generates_like_transformers(built, name):
     kind, settings = tiny_decoder_cases()[name]
@@ -124,29 +139,62 @@ def test_architecture_exports_and_generates_like_transformers(built, name):
     io, report = manifest["io"], manifest["validation"]
     assert report["passed"] and max(report["max_abs_diff"].values()) < report["atol"]
     assert io["architecture"] == kind and io["num_layers"] == 2
-    if kind == "falcon":  # multi-query, or new_decoder_architecture's grouped heads
-        kv_heads = settings["num_kv_heads"] if settings["new_decoder_architecture"] else 1
-    else:
-        kv_heads = settings.get("num_key_value_heads", 4)
-    assert io["num_kv_heads"] == kv_heads
-    assert io["head_dim"] == settings.get("head_dim", 8)
+    assert manifest["exporter"] == "torchscript"  # no type needs the slower fallback
+    keys, values = _pytorch_cache_shapes(reference)  # what the model's own cache is made of
+    assert (io["num_kv_heads"], io["head_dim"], io["value_head_dim"]) == (*keys, values[1])
+    assert keys[0] == values[0]
     window = settings.get("sliding_window") or settings.get("window_size")
     assert io["sliding_window"] == window and window in (None, TINY_WINDOW)
     if window:  # validated where the window hides keys
         assert any("past the sliding window" in c["case"] for c in report["cases"])
-    assert io["position_ids"] == (kind != "bloom")
+    assert io["position_ids"] == (kind not in ("bloom", "mpt"))
     for search in ({}, {"num_beams": 3}):
         ours, theirs = _generated(reference, export, **search)
         assert ours == theirs, (name, search)
         assert any(len(row) > 1 for row in ours)
 
 
+#: optimum-onnx 0.1.0's text-generation-with-past decoder-only types (its encoder-decoders
+#: used as decoders aside): each exports; internlm2 (remote code only) and the multimodal
+#: gemma3 (not a causal-LM checkpoint; its text decoder gemma3_text exports) are refused
+OPTIMUM_ONNX = ("arcee", "bloom", "codegen", "cohere", "deepseek_v3", "falcon", "gemma", "gemma2",
+                "gemma3_text", "glm", "gpt2", "gpt_bigcode", "gpt_neo", "gpt_neox",
+                "gpt_oss", "gptj", "granite", "helium", "llama", "mistral", "mpt", "nemotron",
+                "olmo", "olmo2", "opt", "phi", "phi3", "qwen2", "qwen3", "qwen3_moe", "smollm3",
+                "stablelm")
+
+
 def test_status_table_covers_every_tiny_decoder():
+    from nlpforge.export.decoder_arch import REFUSED
+
     status = architecture_status()
-    assert set(status) == set(tiny_decoder_cases()) >= set(TINY_DECODERS)
+    assert set(status) == set(tiny_decoder_cases()) | set(REFUSED)
+    assert set(tiny_decoder_cases()) >= set(TINY_DECODERS) >= set(OPTIMUM_ONNX)
+    assert {status[kind] for kind in OPTIMUM_ONNX} == {"exports"}
     refused = {name: reason for name, reason in status.items() if reason != "exports"}
-    assert list(refused) == ["falcon (alibi)"]
+    assert list(refused) == ["falcon (alibi)", *REFUSED]
     assert "cannot export this falcon model: alibi=true" in refused["falcon (alibi)"]
+    assert "remote code only" in refused["internlm2"]
+    assert "gemma3_text" in refused["gemma3"]
+    for kind in REFUSED:
+        assert refused[kind].startswith(f"decoder export does not support model type {kind!r}: ")
+        assert "supported: " in refused[kind] and f" {kind}," not in refused[kind]
+    for kind in ("mamba", "jamba", "recurrent_gemma", "falcon_h1", "zamba", "lfm2"):
+        assert "not a key/value cache" in refused[kind]
+
+
+@pytest.mark.matrix
+def test_a_recurrent_checkpoint_is_refused_before_anything_is_written(tmp_path):
+    """A state-space checkpoint (Mamba) saved like a real one: export_model refuses it with
+    the reason, and writes no export dir."""
+    from nlpforge.export.onnx import export_model
+    from nlpforge.testing.decoders import make_tiny_causal_lm
+
+    checkpoint = make_tiny_causal_lm(tmp_path / "mamba", "mamba", hidden_size=16,
+                                     state_size=4, num_hidden_layers=1, expand=2)
+    with pytest.raises(ExportError, match="model type 'mamba': its cache is a fixed-size recurrent"):
+        export_model(str(checkpoint), str(tmp_path / "out"), task="text-generation")
+    assert not (tmp_path / "out").exists()
 
 
 def test_default_mistral_window_is_accepted_and_recorded():

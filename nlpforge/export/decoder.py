@@ -147,8 +147,8 @@ def _dummy(sizes: dict[str, int]) -> list[torch.Tensor]:
     mask[1, :2] = 0
     rng = np.random.default_rng(0)
     ids = rng.integers(0, sizes["vocab_size"], size=(2, 5), dtype=np.int64)
-    past = [rng.standard_normal((2, sizes["kv_heads"], 3, sizes["head_dim"])).astype(np.float32)
-            for _ in range(2 * sizes["num_layers"])]
+    past = [rng.standard_normal((2, sizes["kv_heads"], 3, sizes[dim])).astype(np.float32)
+            for _ in range(sizes["num_layers"]) for dim in ("head_dim", "value_head_dim")]
     positions = [position_ids(mask)[:, 3:]] if sizes["positions"] else []
     return [torch.from_numpy(a) for a in (ids, mask, *positions, *past)]
 
@@ -171,9 +171,10 @@ def _dynamo_export(wrapper: DecoderWrapper, args: tuple, path: Path, inputs: lis
     batch, new = dim("batch_size", max=1 << 16), dim("sequence_length", max=1 << 20)
     past, total = dim("past_sequence_length", max=1 << 20), dim("total_sequence_length",
                                                                 max=1 << 21)
-    tokens = ({0: batch, 1: new}, {0: batch, 1: total},
-              *([{0: batch, 1: new}] if "position_ids" in inputs else []))
-    shapes = (*tokens, tuple({0: batch, 2: past} for _ in args[len(tokens):]))
+    # the forward's structure: input_ids, attention_mask, *rest (positions, then the caches)
+    positions = [{0: batch, 1: new}] if "position_ids" in inputs else []
+    shapes = ({0: batch, 1: new}, {0: batch, 1: total},
+              (*positions, *({0: batch, 2: past} for _ in args[2 + len(positions):])))
     program = torch.onnx.export(wrapper, args, dynamo=True, input_names=inputs,
                                 output_names=outputs, dynamic_shapes=shapes,
                                 opset_version=opset, external_data=external, verbose=False)
@@ -209,7 +210,8 @@ def _io(sizes: dict[str, int], special: dict[str, Any]) -> dict[str, Any]:
     return {"model": MODEL_FILE, "inputs": inputs, "outputs": outputs,
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in axes.items()},
             "num_layers": sizes["num_layers"], "num_kv_heads": sizes["kv_heads"],
-            "head_dim": sizes["head_dim"], "vocab_size": sizes["vocab_size"],
+            "head_dim": sizes["head_dim"], "value_head_dim": sizes["value_head_dim"],
+            "vocab_size": sizes["vocab_size"],
             "position_ids": sizes["positions"], "sliding_window": sizes["sliding_window"],
             "architecture": sizes["model_type"], "cache_dtype": "float32", **special}
 

@@ -34,9 +34,11 @@ def position_ids(attention_mask: np.ndarray) -> np.ndarray:
     return np.where(attention_mask == 0, 1, positions).astype(np.int64)
 
 
-def empty_cache(batch: int, num_layers: int, kv_heads: int, head_dim: int) -> list[np.ndarray]:
-    return [np.zeros((batch, kv_heads, 0, head_dim), dtype=np.float32)
-            for _ in range(2 * num_layers)]
+def empty_cache(batch: int, num_layers: int, kv_heads: int, head_dim: int,
+                value_head_dim: int | None = None) -> list[np.ndarray]:
+    """Keys and values of length 0, layer by layer; values may have their own head size."""
+    return [np.zeros((batch, kv_heads, 0, dim), dtype=np.float32)
+            for _ in range(num_layers) for dim in (head_dim, value_head_dim or head_dim)]
 
 
 def decoder_cases(run: Callable[[Features], dict[str, np.ndarray]], past_names: list[str],
@@ -61,7 +63,8 @@ def decoder_cases(run: Callable[[Features], dict[str, np.ndarray]], past_names: 
                 mask[row, :int(rng.integers(1, cached or new))] = 0
         ids = rng.integers(min(5, vocab - 1), vocab, size=(batch, total), dtype=np.int64)
         ids[mask == 0] = sizes.get("pad_token_id", 0)
-        past = empty_cache(batch, sizes["num_layers"], sizes["kv_heads"], sizes["head_dim"])
+        past = empty_cache(batch, sizes["num_layers"], sizes["kv_heads"], sizes["head_dim"],
+                           sizes.get("value_head_dim"))
         if cached:
             prefix = {"input_ids": ids[:, :cached], "attention_mask": mask[:, :cached],
                       **({"position_ids": position_ids(mask[:, :cached])} if positions else {}),

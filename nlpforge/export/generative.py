@@ -13,8 +13,9 @@ import errno
 import json
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import onnx
 import torch
@@ -39,6 +40,49 @@ def check_options(opts: Any, kind: str) -> None:
                          f"export without {'them' if len(asked) > 1 else 'it'}")
 
 
+def _repeat_interleave(g: Any, self: Any, repeats: Any, dim: Any = None,
+                       output_size: Any = None) -> Any:
+    """``x.repeat_interleave(r, dim)`` with a constant ``r`` as Unsqueeze → Expand → Reshape.
+
+    torch.onnx's own symbolic builds a ``Concat`` of tensors of different ranks when the
+    repeated axis is dynamic, which fails the trace ("All tensors must have the same rank"):
+    the interleaved rotary of Cohere, Helium, GLM-like models repeats its cos/sin tables this
+    way. Other forms (tensor repeats, no dim) go to torch.onnx's symbolic."""
+    from torch.onnx import symbolic_helper as helper
+    from torch.onnx._internal.torchscript_exporter import symbolic_opset13
+
+    times = helper._maybe_get_const(repeats, "i")
+    axis = helper._maybe_get_const(dim, "i") if dim is not None else None
+    rank = helper._get_tensor_rank(self)
+    if not isinstance(times, int) or not isinstance(axis, int) or rank is None:
+        return symbolic_opset13.repeat_interleave(g, self, repeats, dim, output_size)
+    axis %= rank
+
+    def const(*values: int) -> Any:
+        return g.op("Constant", value_t=torch.tensor(values, dtype=torch.int64))
+
+    shape = g.op("Shape", self)
+
+    def dims(start: int, end: int) -> Any:
+        return g.op("Slice", shape, const(start), const(end))
+
+    spread = g.op("Expand", g.op("Unsqueeze", self, const(axis + 1)),
+                  g.op("Concat", dims(0, axis + 1), const(times), dims(axis + 1, rank), axis_i=0))
+    return g.op("Reshape", spread,
+                g.op("Concat", dims(0, axis), const(-1), dims(axis + 1, rank), axis_i=0))
+
+
+@contextmanager
+def _traceable_ops(opset: int) -> Iterator[None]:
+    """Symbolics the TorchScript exporter needs for the generative graphs, registered for one
+    export only."""
+    torch.onnx.register_custom_op_symbolic("aten::repeat_interleave", _repeat_interleave, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::repeat_interleave", opset)
+
+
 def trace(wrapper: torch.nn.Module, args: tuple, path: Path, opts: Any, run_dir: str,
           names: tuple[list[str], list[str], dict[str, dict[int, str]]],
           dynamo: Callable[[Path, int, bool], None]) -> tuple[str, int]:
@@ -51,7 +95,7 @@ def trace(wrapper: torch.nn.Module, args: tuple, path: Path, opts: Any, run_dir:
     errors = []
     for exporter in ("torchscript", "dynamo"):
         try:
-            with quiet_exporter(), torch.no_grad():
+            with quiet_exporter(), torch.no_grad(), _traceable_ops(opset):
                 if exporter == "torchscript":
                     torch.onnx.export(wrapper, args, str(path), dynamo=False,
                                       input_names=list(inputs), output_names=list(outputs),

@@ -158,6 +158,68 @@ TINY_DECODERS: dict[str, dict[str, Any]] = {
     "granite": dict(_GQA, embedding_multiplier=2.0, logits_scaling=2.0),
     # a rotary layer, then one without positions (NoPE)
     "smollm3": dict(_GQA, no_rope_layers=[1, 0]),
+    # -- optimum-onnx 0.1.0's other text-generation-with-past types --
+    # Llama-like with a ReLU² MLP
+    "arcee": dict(_GQA),
+    # partial rotary of interleaved pairs, fused qkv
+    "codegen": dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=256, rotary_dim=4),
+    # parallel attention and MLP, interleaved rotary, logit scale
+    "cohere": dict(_GQA, logit_scale=0.5),
+    # multi-head latent attention (a cache of the 16-wide latent and the 4-wide rotated key),
+    # a dense layer then routed and shared experts in groups
+    "deepseek_v3": dict(_COMMON, num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24,
+                        qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8,
+                        n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2,
+                        moe_intermediate_size=16, first_k_dense_replace=1, n_group=2,
+                        topk_group=1),
+    # half of each head rotated, interleaved
+    "glm": dict(_GQA, head_dim=8),
+    # multi-query attention (one key/value head), absolute positions
+    "gpt_bigcode": dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=256,
+                        multi_query=True),
+    # attention sinks, sliding and full layers alternating, experts with a clamped SwiGLU
+    "gpt_oss": dict(_GQA, head_dim=8, num_local_experts=4, num_experts_per_tok=2,
+                    sliding_window=TINY_WINDOW,
+                    layer_types=["sliding_attention", "full_attention"]),
+    # Llama-like with attention biases off and its own norms
+    "helium": dict(_GQA, head_dim=8),
+    # alibi from key positions, no position_ids
+    "mpt": dict(d_model=32, n_heads=4, n_layers=2, expansion_ratio=2, max_seq_len=256),
+    # partial rotary, layer norm + 1, squared-ReLU MLP
+    "nemotron": dict(_GQA, head_dim=8, partial_rotary_factor=0.5),
+    # q/k norms over all heads, norms after attention and MLP
+    "olmo2": dict(_GQA),
+    # q/k norms and experts (4, 2 per token)
+    "qwen3_moe": dict(_GQA, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                      moe_intermediate_size=16),
+    # -- further common types --
+    # sliding window, biases, layer norms
+    "starcoder2": dict(_GQA, sliding_window=TINY_WINDOW),
+    # sliding (rotary) then global (no positions) layers, parallel blocks
+    "cohere2": dict(_GQA, sliding_window=TINY_WINDOW,
+                    layer_types=["sliding_attention", "full_attention"]),
+    # OLMo-2 with sliding and full layers alternating
+    "olmo3": dict(_GQA, sliding_window=TINY_WINDOW,
+                  layer_types=["sliding_attention", "full_attention"]),
+    # experts (4, 2 per token), q/k norms
+    "olmoe": dict(_GQA, num_experts=4, num_experts_per_tok=2),
+    # experts and Granite's multipliers
+    "granitemoe": dict(_GQA, num_local_experts=4, num_experts_per_tok=2,
+                       embedding_multiplier=2.0, logits_scaling=2.0),
+    # interleaved rotary, head_dim set apart
+    "ernie4_5": dict(_GQA, head_dim=16),
+    # sliding then global layers, q/k norms, norms after attention and MLP
+    "exaone4": dict(_GQA, sliding_window=TINY_WINDOW,
+                    layer_types=["sliding_attention", "full_attention"]),
+    # Llama-like with attention biases
+    "seed_oss": dict(_GQA, head_dim=16),
+    # q/k norms after rotary
+    "hunyuan_v1_dense": dict(_GQA, head_dim=16),
+    # partial rotary, q/k layer norms, squared ReLU
+    "persimmon": dict(_COMMON, qk_layernorm=True),
+    # routed experts and a gated shared expert
+    "qwen2_moe": dict(_GQA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+                      shared_expert_intermediate_size=32),
 }
 
 
@@ -181,19 +243,36 @@ def tiny_decoder_cases() -> dict[str, tuple[str, dict[str, Any]]]:
     return cases
 
 
+def refused_decoder_config(model_type: str) -> Any:
+    """The default config of a model type the decoder export refuses for every config
+    (``decoder_arch.REFUSED``: recurrent, state-space and hybrid caches, remote-code types);
+    a bare stand-in naming the type where transformers has no config class for it."""
+    from types import SimpleNamespace
+
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    if model_type in CONFIG_MAPPING:
+        return AutoConfig.for_model(model_type)
+    return SimpleNamespace(model_type=model_type)
+
+
 def architecture_status() -> dict[str, str]:
-    """Name of each ``tiny_decoder_cases()`` entry → "exports", or the ``ExportError`` message
-    the decoder export refuses its config with (tests/test_decoder_matrix.py checks both;
+    """Name of each ``tiny_decoder_cases()`` entry, then each model type the export refuses
+    outright (``decoder_arch.REFUSED``) → "exports", or the ``ExportError`` message the
+    decoder export refuses its config with (tests/test_decoder_matrix.py checks both;
     docs/architectures.md lists them)."""
     from transformers import AutoConfig
 
     from nlpforge.errors import ExportError
-    from nlpforge.export.decoder_arch import architecture
+    from nlpforge.export.decoder_arch import REFUSED, architecture
 
+    configs = [(name, lambda kind=kind, settings=settings: AutoConfig.for_model(kind, **settings))
+               for name, (kind, settings) in tiny_decoder_cases().items()]
+    configs += [(kind, lambda kind=kind: refused_decoder_config(kind)) for kind in REFUSED]
     status = {}
-    for name, (kind, settings) in tiny_decoder_cases().items():
+    for name, config in configs:
         try:
-            architecture(AutoConfig.for_model(kind, **settings))
+            architecture(config())
             status[name] = "exports"
         except ExportError as exc:
             status[name] = str(exc)

@@ -63,6 +63,8 @@ class DecoderStepper:
         self.num_layers = int(io["num_layers"])
         self.kv_heads = int(io["num_kv_heads"])
         self.head_dim = int(io["head_dim"])
+        # values may have their own head size (DeepSeek-V3's latent attention)
+        self.value_head_dim = int(io.get("value_head_dim") or self.head_dim)
         self.vocab_size = int(io["vocab_size"])
         self.eos_token_ids = [int(e) for e in io.get("eos_token_ids", [])]
         self.pad_token_id = int(io.get("pad_token_id") or 0)
@@ -104,8 +106,10 @@ class DecoderStepper:
         if (attention_mask[:, -1] == 0).any():
             raise DataError("prompts must be left-padded: the last token of a row is padding")
         batch = input_ids.shape[0]
-        empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=np.float32)
-        cache = [self.graph.value(empty) for _ in self.past_names]
+        keys = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        values = np.zeros((batch, self.kv_heads, 0, self.value_head_dim), dtype=np.float32)
+        cache = [self.graph.value(keys if name.endswith(".key") else values)
+                 for name in self.past_names]
         positions = prompt_positions(attention_mask)
         logits, present = self._run(input_ids, attention_mask, positions, cache)
         state = DecoderState(present, attention_mask, positions[:, -1] + 1)
