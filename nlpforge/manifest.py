@@ -97,6 +97,10 @@ class Manifest(TypedDict, total=False):
     optimization: dict[str, Any] | None
     #: ``--quantize``: the method, its validation and the task-metric quality gate, or None.
     quantization: dict[str, Any] | None
+    #: ``nlpforge tune`` (or ``--optimize auto``): the CPU fingerprint it measured on, the
+    #: ``tuned`` variant's candidate and session settings, its speed-up over fp32, every
+    #: candidate's timings and checks. ``nlpforge.load`` runs ``tuned`` on that CPU only.
+    tuning: dict[str, Any]
     #: The run dir (or checkpoint dir) the export was made from.
     source_run: str
     #: How long the export took.

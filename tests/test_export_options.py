@@ -407,7 +407,7 @@ def test_run_dir_from_another_task_is_refused(trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"calibration_data": "x.jsonl"}, "used by --quantize int8"),
+    ({"calibration_data": "x.jsonl"}, "used by --quantize int8 and --optimize auto"),
     ({"format": "triton", "triton": {"variant": "int8"}},
      "--triton-variant int8: this export makes fp32"),
     ({"opset": 9}, "--opset must be between 14 and 23"),

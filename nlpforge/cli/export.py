@@ -40,16 +40,18 @@ def checkpoint_options(func: Any) -> Any:
 @click.option("--format", "format_", type=click.Choice(["onnx", "triton"]), default="onnx",
               show_default=True, help="An nlpforge/optimum export dir, or a Triton model "
                                       "repository entry (config.pbtxt + 1/).")
-@click.option("--optimize", type=click.Choice(["none", "basic", "extended", "all"]),
+@click.option("--optimize", type=click.Choice(["none", "basic", "extended", "all", "auto"]),
               default="none", show_default=True,
               help="Also write model.optimized.onnx: ONNX Runtime graph rewrites (basic), + "
-                   "transformer fusions (extended), + ONNX Runtime's CPU-only rewrites (all).")
+                   "transformer fusions (extended), + ONNX Runtime's CPU-only rewrites (all); "
+                   "auto: extended, then nlpforge tune measures every candidate on this CPU "
+                   "and keeps the fastest as the 'tuned' variant.")
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default="none",
               show_default=True, help="Also write model.int8.onnx (dynamic int8), checked by "
                                       "the task metric before and after.")
 @click.option("--calibration-data", metavar="FILE",
-              help="Labelled data for the int8 quality check (default: the run's validation "
-                   "file).")
+              help="Labelled data for the int8 quality check and --optimize auto's shapes "
+                   "and int8 gate (default: the run's validation file).")
 @click.option("--max-metric-drop", type=float, default=1.0, show_default=True,
               help="Most points of the task's primary metric int8 may lose.")
 @click.option("--force", is_flag=True,

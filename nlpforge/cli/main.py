@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "nlpforge.cli.train:train",
     "export": "nlpforge.cli.export:export",
     "inspect": "nlpforge.cli.inspect:inspect",
+    "tune": "nlpforge.cli.tune:tune",
     "predict": "nlpforge.cli.predict:predict",
     "evaluate": "nlpforge.cli.evaluate:evaluate",
     "generate": "nlpforge.cli.generate:generate",

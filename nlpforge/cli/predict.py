@@ -15,11 +15,13 @@ Predict = Callable[[list[dict]], list[dict]]
 
 
 def open_model(path: str, device: str, threads: int | None, batch_size: int,
-               variant: str | None = None, for_metrics: bool = False) -> tuple[Any, Predict]:
+               variant: str | None = None, for_metrics: bool = False,
+               report: Callable[[str], Any] | None = None) -> tuple[Any, Predict]:
     """Task and predict function of an export dir (ONNX) or a run dir (PyTorch).
 
     A generative export predicts by generating text, except for metrics of a task that
     evaluates teacher-forced (``evaluate_by = "forward"``, the default: perplexity).
+    ``report`` receives a line saying what runs (variant and why, providers, threads).
     """
     from nlpforge.manifest import read_manifest
 
@@ -32,6 +34,8 @@ def open_model(path: str, device: str, threads: int | None, batch_size: int,
         runtime = _runtime(manifest, path, for_metrics)
         model = runtime.load(path, device=device, threads=threads, batch_size=batch_size,
                              variant=variant)
+        if report is not None:
+            report(_what_runs(model, manifest, variant))
         # Both commands check their rows themselves (evaluate's as labelled rows).
         return model.task, lambda rows: model.predict(rows, checked=True)
     if variant is not None:
@@ -48,7 +52,22 @@ def open_model(path: str, device: str, threads: int | None, batch_size: int,
     inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids")
               if n in read_manifest(path).get("model_inputs", [])]
     run = torch_runner(task, model, inputs)
+    if report is not None:
+        report(f"{path}: PyTorch run dir on {next(model.parameters()).device}")
     return task, lambda rows: predict_rows(task, tokenizer, run, rows, batch_size)
+
+
+def _what_runs(model: Any, manifest: Manifest, variant: str | None) -> str:
+    """``variant int8 (model.int8.onnx): tuned on this CPU: 2.10x fp32 (…); providers …``"""
+    from nlpforge.runtime.variants import choose_variant
+
+    name, why = choose_variant(manifest, variant)
+    entry = (manifest.get("variants") or {}).get(name, {})
+    session = getattr(model, "session", None)
+    providers = session.get_providers()[0] if session is not None else "onnxruntime"
+    settings = entry.get("session") or {}
+    extra = f"; session settings {json.dumps(settings)}" if settings else ""
+    return f"variant {name} ({entry.get('file', '?')}): {why}; {providers}{extra}"
 
 
 def _runtime(manifest: Manifest, path: str, for_metrics: bool) -> Any:
@@ -68,9 +87,9 @@ model_options = [
     click.option("--batch-size", type=int, default=32, show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--threads", type=int, help="CPU threads (default: all cores)."),
-    click.option("--variant", type=click.Choice(["fp32", "optimized", "int8", "fp16"]),
-                 help="Export dirs: the model file to run (default: optimized if exported, "
-                      "else fp32)."),
+    click.option("--variant", type=click.Choice(["fp32", "optimized", "int8", "fp16", "tuned"]),
+                 help="Export dirs: the model file to run (default: the tuned variant when "
+                      "nlpforge tune measured it on this CPU, else the export's default)."),
 ]
 
 
@@ -84,14 +103,17 @@ def with_model_options(func: Callable) -> Callable:
 @click.argument("model_dir")
 @click.argument("texts", nargs=-1)
 @click.option("--input", "input_file", help="Requests file (.jsonl, .json, .csv, .tsv); '-' reads text lines from stdin.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Say on stderr which variant runs and why, and where.")
 @with_model_options
-def predict(model_dir: str, texts: tuple[str, ...], input_file: str | None, batch_size: int,
-            device: str, threads: int | None, variant: str | None) -> None:
+def predict(model_dir: str, texts: tuple[str, ...], input_file: str | None, verbose: bool,
+            batch_size: int, device: str, threads: int | None, variant: str | None) -> None:
     """Predict with an export dir (or a run dir); one JSON object per input on stdout."""
     from nlpforge.data import read_dataset
     from nlpforge.data.readers import read_lines
 
-    task, run = open_model(model_dir, device, threads, batch_size, variant)
+    task, run = open_model(model_dir, device, threads, batch_size, variant,
+                           report=(lambda line: click.echo(line, err=True)) if verbose else None)
     first = task.request_fields[0].name
     rows: list[dict] = [{first: text} for text in texts]
     if input_file == "-":

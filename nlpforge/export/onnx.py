@@ -9,6 +9,7 @@ is built in a temp dir that is renamed into place only when all of it passed.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import shutil
 import time
@@ -70,7 +71,7 @@ class ExportOptions:
             raise UsageError(f"--atol must be positive, got {self.atol}")
         if self.opset is not None and not 14 <= self.opset <= 23:
             raise UsageError(f"--opset must be between 14 and 23, got {self.opset}")
-        for name, value, allowed in (("--optimize", self.optimize, LEVELS),
+        for name, value, allowed in (("--optimize", self.optimize, (*LEVELS, "auto")),
                                      ("--quantize", self.quantize, QUANTIZE),
                                      ("--format", self.format, FORMATS)):
             if value not in allowed:
@@ -79,12 +80,25 @@ class ExportOptions:
             raise UsageError(f"--max-metric-drop must be 0 or more, got {self.max_metric_drop}")
         if self.external_data_threshold < 1:
             raise UsageError("--external-data-threshold must be at least 1 byte")
-        if self.calibration_data is not None and self.quantize == "none":
-            raise UsageError("--calibration-data is used by --quantize int8; add --quantize int8")
+        if self.calibration_data is not None and self.quantize == "none" \
+                and self.optimize != "auto":
+            raise UsageError("--calibration-data is used by --quantize int8 and --optimize "
+                             "auto; add one of them")
         self.triton.check()
+        if self.optimize == "auto" and self.format == "triton":
+            raise UsageError("--optimize auto tunes session settings that a Triton model "
+                             "config does not carry; use --optimize extended with --format "
+                             "triton")
         if self.triton.variant is not None and self.triton.variant not in self.variants():
             raise UsageError(f"--triton-variant {self.triton.variant}: this export makes "
                              f"{', '.join(self.variants())}")
+
+    def built(self) -> "ExportOptions":
+        """The options the family exporters build with: ``--optimize auto`` builds the
+        ``extended`` graphs, then ``tuned`` measures them on this machine."""
+        if self.optimize != "auto":
+            return self
+        return dataclasses.replace(self, optimize="extended")
 
     def variants(self) -> list[str]:
         """The variants this export writes, in the order they are made."""
@@ -127,7 +141,23 @@ def export_run(run_dir: str, output: str, **options: Any) -> dict[str, Any]:
     manifest, task, model, tokenizer = load_run(run_dir)
     check_run(Path(run_dir), manifest, model)
     export = family(manifest["family"]).load("exporter")
-    return export(run_dir, output, opts, manifest, task, model, tokenizer)
+    return tuned(export(run_dir, output, opts.built(), manifest, task, model, tokenizer),
+                 output, opts)
+
+
+def tuned(record: dict[str, Any], output: str, opts: ExportOptions) -> dict[str, Any]:
+    """``--optimize auto``: the finished export measured on this machine (``tune.py``); its
+    manifest afterwards."""
+    if opts.optimize != "auto":
+        return record
+    if record["family"] != "encoder":
+        raise UsageError(f"--optimize auto measures encoder exports; {output} is a "
+                         f"{record['family']} export (it was written with --optimize extended)")
+    from nlpforge.export.tune import tune
+    from nlpforge.manifest import read_manifest
+
+    tune(output, opts.calibration_data, max_metric_drop=opts.max_metric_drop, force=opts.force)
+    return read_manifest(output)
 
 
 def export_model(model: str, output: str, task: str | None = None, *,
@@ -157,18 +187,36 @@ def export_model(model: str, output: str, task: str | None = None, *,
             torch_model = checkpoint.load_model(found)
             manifest = found.manifest(model_inputs(torch_model))
             export = family(manifest["family"]).load("exporter")
-            return export(stage, output, opts, manifest, found.task, torch_model,
-                          found.tokenizer)
+            return tuned(export(stage, output, opts.built(), manifest, found.task,
+                                torch_model, found.tokenizer), output, opts)
         except NlpforgeError as exc:  # name the checkpoint, not its staged view
             exc.args = tuple(a.replace(stage, str(found.source.path)) if isinstance(a, str)
                              else a for a in exc.args)
             raise
 
 
-#: Encoder model types torch.onnx cannot trace, and why (checked before tracing).
+#: Encoder model types the encoder export refuses, and why (checked before tracing): those
+#: torch.onnx cannot trace into a graph that holds for every text length, and those whose
+#: forward needs inputs a text task's tokenizer does not make.
 UNTRACEABLE_ENCODERS = {
     "longformer": "its forward picks the global-attention path from the data "
                   "(attention_mask == 2, read with .item()), which a traced graph cannot keep",
+    "canine": "its character-level local attention loops in Python over the text in chunks "
+              "of local_transformer_stride characters (and repeats the downsampled molecules "
+              "by the length's remainder), so a traced graph holds for one text length only",
+    "nystromformer": "its Nystrom attention reshapes every text into num_landmarks segments "
+                     "of segment_means_seq_len // num_landmarks tokens (a length fixed by the "
+                     "config), so it runs on texts of exactly segment_means_seq_len tokens only",
+    # Document and web-page models: without their layout inputs they run on all-zero boxes
+    # (or empty XPaths), which no checkpoint of theirs was trained on.
+    "layoutlm": "needs inputs a text task does not make (bbox: each token's box on the page)",
+    "layoutlmv3": "needs inputs a text task does not make (bbox: each token's box on the "
+                  "page, and pixel_values: the page's image)",
+    "lilt": "needs inputs a text task does not make (bbox: each token's box on the page)",
+    "markuplm": "needs inputs a text task does not make (xpath_tags_seq and xpath_subs_seq: "
+                "each token's XPath in the HTML page)",
+    "perceiver": "needs inputs a text task does not make (inputs: the UTF-8 bytes its text "
+                 "preprocessor embeds, from its byte tokenizer, which has no tokenizer.json)",
 }
 
 
@@ -224,7 +272,8 @@ def _build(run_dir: str, manifest: Manifest, task: Any, model: Any, tokenizer: A
     threshold = opts.external_data_threshold
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     vocab = vocab_size(model)
-    dummy = encoder_features(signature.inputs, 2, 8, vocab, padded=True, seed=1234)
+    end = _end_token(model)
+    dummy = encoder_features(signature.inputs, 2, 8, vocab, padded=True, seed=1234, end_id=end)
     try:
         used_opset = to_onnx(wrapper, dummy, target / MODEL_FILE, opts.opset,
                              external_data=size >= threshold)
@@ -234,7 +283,7 @@ def _build(run_dir: str, manifest: Manifest, task: Any, model: Any, tokenizer: A
         raise ExportError(f"torch.onnx could not export {run_dir}: {exporter_error(exc)}")
     wrapper.eval()
     model.eval()  # the exporter restores training flags; references need eval mode
-    validator = Validator(encoder_cases(signature.inputs, vocab, tokenizer.max_length),
+    validator = Validator(encoder_cases(signature.inputs, vocab, tokenizer.max_length, end),
                           memoized(_torch_reference(wrapper, signature)), signature.outputs)
     report = validator.check(target / MODEL_FILE, opts.atol)
     variants = {"fp32": _variant(target / MODEL_FILE, "fp32", "validation")}
@@ -275,6 +324,19 @@ def _build(run_dir: str, manifest: Manifest, task: Any, model: Any, tokenizer: A
                              for k, v in signature.dynamic_axes.items()}},
         opset=used_opset, validation=report, variants=variants, default_variant=default,
         optimization=optimization, quantization=quantization)
+
+
+def _end_token(model: Any) -> int | None:
+    """The end-of-sequence id an encoder-decoder's head pools at (BART's classification head
+    reads the decoder's state at each row's last one and needs as many per row), or None:
+    validation inputs then end each row with it, as a tokenizer does."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None:
+            end = getattr(config, "eos_token_id", None)
+            return end if getattr(config, "is_encoder_decoder", False) and \
+                isinstance(end, int) else None
+    return None
 
 
 def _variant(path: Path, precision: str, validation: str | dict) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from nlpforge.manifest import Manifest, read_manifest, task_from_manifest
 from nlpforge.runtime.batching import batch_groups, by_length, predict_rows, row_size
 from nlpforge.runtime.providers import load_session
 from nlpforge.runtime.tokenizer import Tokenizer
-from nlpforge.runtime.variants import model_file_of
+from nlpforge.runtime.variants import choose_variant, variant_entry
 
 #: Rows sorted by token count together (and their encodings kept meanwhile) in one block.
 SORT_BLOCK = 8192
@@ -34,6 +34,8 @@ class Predictor:
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
         self.variant = variant
+        #: Why this variant runs (``choose_variant``): asked for, tuned here, or the default.
+        self.variant_reason = "asked for"
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None,
@@ -43,13 +45,16 @@ class Predictor:
         directory = Path(path)
         manifest = read_manifest(directory, kind="export")
         task = task_from_manifest(manifest, str(directory))
-        model_file = directory / model_file_of(manifest, variant, directory)
+        name, why = choose_variant(manifest, variant)
+        entry = variant_entry(manifest, name, directory)
         tok = manifest["tokenizer"]
         tokenizer = Tokenizer.from_dir(directory, max_length=tok["max_length"],
                                        pad_id=tok.get("pad_id"))
-        session = load_session(model_file, device, threads)
-        return cls(directory, manifest, task, tokenizer, session, batch_size,
-                   variant or manifest.get("default_variant", "fp32"))
+        session = load_session(directory / entry["file"], device, threads,
+                               settings=entry.get("session"))
+        predictor = cls(directory, manifest, task, tokenizer, session, batch_size, name)
+        predictor.variant_reason = why
+        return predictor
 
     @property
     def labels(self) -> list[str] | None:

@@ -81,14 +81,25 @@ def choose_providers(device: str = "auto") -> list[Any]:
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
+#: ``session`` settings of a variant (``nlpforge tune``) → ONNX Runtime's graph levels.
+LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
 def make_session(path: str, device: str = "auto", threads: int | None = None,
-                 spin: bool = True) -> Any:
+                 spin: bool = True, settings: dict[str, Any] | None = None) -> Any:
     """An InferenceSession on the chosen providers, quiet unless something is really wrong.
 
     ``spin=False``: the intra-op threads sleep as soon as a run ends instead of spinning for
     more work. For a session that runs once between many runs of another one (an encoder
-    beside its decoder), spinning threads would take the cores the other session needs."""
+    beside its decoder), spinning threads would take the cores the other session needs.
+    ``settings``: a variant's measured session settings (``nlpforge tune``):
+    ``graph_optimization_level`` (basic, extended, all), ``disabled_optimizers`` (ONNX
+    Runtime's fusion names), ``threads`` (used when ``threads`` is not given), ``spin``."""
     import onnxruntime as ort
+
+    settings = settings or {}
+    threads = threads or settings.get("threads")
+    spin = spin and settings.get("spin", True)
 
     providers = choose_providers(device)
     # A CUDA provider that cannot start logs errors, then falls back to the CPU; under "auto"
@@ -97,13 +108,16 @@ def make_session(path: str, device: str = "auto", threads: int | None = None,
     ort.set_default_logger_severity(quiet)
     options = ort.SessionOptions()
     options.log_severity_level = quiet
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, LEVELS[settings.get("graph_optimization_level", "all")])
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(path, sess_options=options, providers=providers)
+    session = ort.InferenceSession(path, sess_options=options, providers=providers,
+                                   disabled_optimizers=list(settings.get("disabled_optimizers")
+                                                            or []))
     if device not in ("auto", "cpu") and "CUDAExecutionProvider" not in session.get_providers():
         raise UsageError(f"device {device!r} asked for, but ONNX Runtime could not start its CUDA "
                          f"provider (check the CUDA and cuDNN libraries); use --device cpu")
@@ -111,13 +125,14 @@ def make_session(path: str, device: str = "auto", threads: int | None = None,
 
 
 def load_session(path: Path, device: str = "auto", threads: int | None = None,
-                 spin: bool = True) -> Any:
+                 spin: bool = True, settings: dict[str, Any] | None = None) -> Any:
     """An inference session for an export's ONNX file; ModelDirError naming the file when it
     is missing or ONNX Runtime cannot load it."""
     if not Path(path).is_file():
         raise ModelDirError(f"{Path(path).parent}: {Path(path).name} is missing")
     try:
-        return make_session(str(path), device=device, threads=threads, spin=spin)
+        return make_session(str(path), device=device, threads=threads, spin=spin,
+                            settings=settings)
     except Exception as exc:
         if type(exc).__module__.startswith("nlpforge"):
             raise
