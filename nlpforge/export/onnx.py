@@ -9,13 +9,14 @@ is built in a temp dir that is renamed into place only when all of it passed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import onnxruntime  # noqa: F401  (loaded before any file is written: see cli/export.py)
@@ -201,6 +202,8 @@ def export_model(model: str, output: str, task: str | None = None, *,
 UNTRACEABLE_ENCODERS = {
     "longformer": "its forward picks the global-attention path from the data "
                   "(attention_mask == 2, read with .item()), which a traced graph cannot keep",
+    "led": "its encoder (Longformer's) picks the global-attention path from the data "
+           "(global_attention_mask, read with .item()), which a traced graph cannot keep",
     "canine": "its character-level local attention loops in Python over the text in chunks "
               "of local_transformer_stride characters (and repeats the downsampled molecules "
               "by the length's remainder), so a traced graph holds for one text length only",
@@ -215,8 +218,6 @@ UNTRACEABLE_ENCODERS = {
     "lilt": "needs inputs a text task does not make (bbox: each token's box on the page)",
     "markuplm": "needs inputs a text task does not make (xpath_tags_seq and xpath_subs_seq: "
                 "each token's XPath in the HTML page)",
-    "perceiver": "needs inputs a text task does not make (inputs: the UTF-8 bytes its text "
-                 "preprocessor embeds, from its byte tokenizer, which has no tokenizer.json)",
 }
 
 
@@ -275,8 +276,9 @@ def _build(run_dir: str, manifest: Manifest, task: Any, model: Any, tokenizer: A
     end = _end_token(model)
     dummy = encoder_features(signature.inputs, 2, 8, vocab, padded=True, seed=1234, end_id=end)
     try:
-        used_opset = to_onnx(wrapper, dummy, target / MODEL_FILE, opts.opset,
-                             external_data=size >= threshold)
+        with _traceable_shift(model):
+            used_opset = to_onnx(wrapper, dummy, target / MODEL_FILE, opts.opset,
+                                 external_data=size >= threshold)
     except ExportError:
         raise
     except Exception as exc:
@@ -324,6 +326,41 @@ def _build(run_dir: str, manifest: Manifest, task: Any, model: Any, tokenizer: A
                              for k, v in signature.dynamic_axes.items()}},
         opset=used_opset, validation=report, variants=variants, default_variant=default,
         optimization=optimization, quantization=quantization)
+
+
+#: transformers modules whose ``shift_tokens_right`` (the decoder inputs of a one-pass
+#: encoder-decoder head) ends with ``gather(...).squeeze()``: traced, that squeezes the batch
+#: axis away on a batch of one. Exported with ``_shift_tokens_right``, the same computation.
+_SQUEEZING_SHIFT = ("transformers.models.mbart.modeling_mbart",
+                    "transformers.models.plbart.modeling_plbart")
+
+
+def _shift_tokens_right(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """MBart's ``shift_tokens_right`` (the last real token first), batch axis kept."""
+    tokens = input_ids.clone()
+    tokens.masked_fill_(tokens == -100, pad_token_id)
+    last = (tokens.ne(pad_token_id).sum(dim=1) - 1).unsqueeze(-1)
+    start = tokens.gather(1, last).squeeze(-1)
+    tokens[:, 1:] = tokens[:, :-1].clone()
+    tokens[:, 0] = start
+    return tokens
+
+
+@contextlib.contextmanager
+def _traceable_shift(model: Any) -> Iterator[None]:
+    """``_SQUEEZING_SHIFT`` modules of ``model`` trace ``_shift_tokens_right`` instead."""
+    import sys
+
+    swapped = []
+    for name in {type(m).__module__ for m in model.modules()} & set(_SQUEEZING_SHIFT):
+        module = sys.modules[name]
+        swapped.append((module, module.shift_tokens_right))
+        module.shift_tokens_right = _shift_tokens_right
+    try:
+        yield
+    finally:
+        for module, original in swapped:
+            module.shift_tokens_right = original
 
 
 def _end_token(model: Any) -> int | None:

@@ -28,27 +28,36 @@ ROUNDING_MARGIN = 4.0
 
 
 def encoder_features(names: Sequence[str], batch: int, length: int, vocab_size: int,
-                     padded: bool, seed: int, pair: bool = False) -> Features:
-    """Random token ids; with ``padded``, rows after the first get shorter real lengths."""
+                     padded: bool, seed: int, pair: bool = False,
+                     end_id: int | None = None) -> Features:
+    """Random token ids; with ``padded``, rows after the first get shorter real lengths. With
+    ``end_id``, each row's last real token is ``end_id`` and no other is (the contract of
+    heads that pool at the end-of-sequence token, e.g. BART's classification head)."""
     rng = np.random.default_rng(seed)
     low = min(5, vocab_size - 1)
     ids = rng.integers(low, vocab_size, size=(batch, length), dtype=np.int64)
     mask = np.ones((batch, length), dtype=np.int64)
     types = np.zeros((batch, length), dtype=np.int64)
+    if end_id is not None:
+        ids[ids == end_id] = low if end_id != low else low + 1
     for row in range(batch):
         real = length
         if padded and row > 0 and length > 2:
             real = int(rng.integers(2, length))
         mask[row, real:] = 0
         ids[row, real:] = 0
+        if end_id is not None:
+            ids[row, real - 1] = end_id
         if pair and real > 2:
             types[row, real // 2:real] = 1
     out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     return {name: out[name] for name in names}
 
 
-def encoder_cases(names: Sequence[str], vocab_size: int, max_length: int) -> list[tuple[str, Features]]:
-    """The shapes validated for an encoder: batch 1 and 4, short and long, with/without padding."""
+def encoder_cases(names: Sequence[str], vocab_size: int, max_length: int,
+                  end_id: int | None = None) -> list[tuple[str, Features]]:
+    """The shapes validated for an encoder: batch 1 and 4, short and long, with/without padding
+    (``end_id``: see ``encoder_features``)."""
     long = max(4, min(max_length, 128))
     specs = [
         ("batch 1, 3 tokens", 1, 3, False, False),
@@ -57,7 +66,7 @@ def encoder_cases(names: Sequence[str], vocab_size: int, max_length: int) -> lis
         ("batch 3, %d tokens, padded, pairs" % long, 3, long, True, True),
         ("batch 4, 7 tokens, padded", 4, 7, True, False),
     ]
-    return [(label, encoder_features(names, b, n, vocab_size, pad, seed, pair))
+    return [(label, encoder_features(names, b, n, vocab_size, pad, seed, pair, end_id))
             for seed, (label, b, n, pad, pair) in enumerate(specs)]
 
 
