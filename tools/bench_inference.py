@@ -1,23 +1,50 @@
-"""Inference benchmark on the MiniLM fine-tuned for SST-2: PyTorch eager, the Hugging Face
-pipeline, plain onnxruntime and nlpforge's runtime (fp32, optimized, int8), side by side.
+"""Inference benchmark on the MiniLM fine-tuned for SST-2: PyTorch (fp32, bf16 autocast, dynamic
+int8), the Hugging Face pipeline, plain onnxruntime and nlpforge's runtime (fp32, optimized, int8
+and the export's default/tuned choice), side by side.
 
     python tools/bench_inference.py [--run tools/out/sst2-full/run] [--threads 2] \\
-        [--out tools/out/bench_inference] [--repeats 3] [--rounds 3] [--reuse-export]
+        [--out tools/out/bench_inference] [--repeats 3] [--rounds 3] [--reuse-export] \\
+        [--only NAME,...] [--rows N] [--markdown docs/benchmarks/inference.md]
+    python tools/bench_inference.py --device cuda [--markdown docs/benchmarks/gpu.md]
+
+Contenders on the CPU (``--device cpu``, the default):
+- ``pytorch-fp32``: ``AutoModelForSequenceClassification`` in inference mode;
+- ``pytorch-bf16``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)``, only where
+  the CPU has avx512_bf16 or amx_bf16 (the results say when it was skipped);
+- ``pytorch-int8``: ``torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+  dtype=torch.qint8)``;
+- ``hf-pipeline``: ``pipeline("text-classification", model=RUN)`` with ``batch_size=32``;
+- ``onnxruntime-fp32``/``-int8``: plain onnxruntime + tokenizers + numpy written by hand, on
+  the export's graphs with nlpforge's session settings;
+- ``nlpforge-fp32``/``-optimized``/``-int8``: ``nlpforge.load(EXPORT, variant=...)``;
+- ``nlpforge-tuned``: ``nlpforge.load(EXPORT)`` with no variant: whatever the export's manifest
+  chooses (the variant ``nlpforge tune`` recorded — the tool runs it on a new export with the
+  SST-2 validation rows and --threads, ``--no-tune`` skips it — else the export's default);
+  the variant is reported, and --threads applies to it as to every contender.
+Every end-to-end loop (all but the pipeline, which batches as it does) does the same work:
+tokenize every row, sort the rows by token count, batches of 32 padded to their own longest
+row, the model, argmax, labels back in input order.
+With ``--device cuda``: ``pytorch-fp32``/``pytorch-fp16`` (``model.half()``) on the GPU and
+``nlpforge-fp32``/``nlpforge-fp16`` on ONNX Runtime's CUDA provider (the export is made with
+``--fp16``); it refuses to start where CUDA is not usable.
 
 Every contender runs in its own process with the same number of threads (PyTorch's OpenMP
 threads keep spinning after work and would steal the CPU from ONNX Runtime in a shared
 process), once per round, in a rotating order, so that a busy spell of the machine does not
 land on one contender only. Measured, as medians (within a process, then over the rounds):
 - latency at batch 1 and throughput at batch 32, sequences of 16, 64 and 128 tokens;
-- end-to-end throughput over the SST-2 validation sentences at their real lengths (batch 32):
-  nlpforge ``predict``, the pipeline (``pipeline("text-classification", model=RUN,
-  batch_size=32)``) and a hand-written loop over plain onnxruntime with the same batches;
-- the cost of nlpforge's runtime and of the hand-written loop alone (tokenize, pad, postprocess;
-  the model replaced by a stub), which shows what the runtime adds;
-- SST-2 validation accuracy of each variant; the matrix-multiply peak of this machine (fp32,
-  the best round; ONNX Runtime's uint8 x int8 kernel), and the model's fp32 GFLOP/s as a share
-  of the peak measured in turns with it in the same process.
-Writes results.json, results.md (tables) and bench.png under --out.
+- end-to-end throughput and accuracy over the SST-2 validation sentences at their real
+  lengths (batch 32), and each contender's accuracy drop against PyTorch fp32;
+- the cost of nlpforge's runtime and of the hand-written loop alone (the model replaced by a
+  stub);
+- the fp32 matrix-multiply peak of this machine and the model's fp32 GFLOP/s as a share of the
+  peak measured in turns with it in the same process.
+Ratios are labelled by what they compare: "vs PyTorch fp32", "vs best PyTorch contender" (the
+fastest of the PyTorch ones and the pipeline on that measure). The targets (``targets()``) are
+printed as met or missed with their numbers. Writes results.json, results.md and bench.png
+under --out, and the page ``--markdown FILE`` names (with the command and the CPU line).
+The sentence-embedding comparison (sentence-transformers' ``encode()`` against nlpforge's export
+of all-MiniLM-L6-v2) is tools/bench_embedding.py.
 """
 
 from __future__ import annotations
@@ -32,21 +59,40 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("NLPFORGE_DATASETS", ROOT.parent / "shared" / "datasets")) / "sst2"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import DATASETS, ROOT, command_line, cpu_line, has_bf16  # noqa: E402
+from bench_inference_report import model_flops, write_report  # noqa: E402
+
+DATA = DATASETS / "sst2"
 SEQS = (16, 64, 128)
 BATCH = 32
 #: name → (kind, what it runs); each is measured by ``worker()`` in a process of its own.
-#: onnxruntime-*: a hand-written loop over plain onnxruntime (the runtime's batches, no nlpforge).
 CONTENDERS = {
-    "pytorch-eager": ("torch", None),
+    "pytorch-fp32": ("torch", "fp32"),
+    "pytorch-bf16": ("torch", "bf16"),
+    "pytorch-int8": ("torch", "int8"),
     "hf-pipeline": ("pipeline", None),
     "onnxruntime-fp32": ("ort", "model.onnx"),
     "onnxruntime-int8": ("ort", "model.int8.onnx"),
     "nlpforge-fp32": ("nlpforge", "fp32"),
     "nlpforge-optimized": ("nlpforge", "optimized"),
     "nlpforge-int8": ("nlpforge", "int8"),
+    "nlpforge-tuned": ("nlpforge", None),
 }
+#: ``--device cuda``: PyTorch on the GPU against nlpforge on ONNX Runtime's CUDA provider.
+CUDA_CONTENDERS = {
+    "pytorch-fp32": ("torch", "fp32"),
+    "pytorch-fp16": ("torch", "fp16"),
+    "nlpforge-fp32": ("nlpforge", "fp32"),
+    "nlpforge-fp16": ("nlpforge", "fp16"),
+}
+#: The contenders that run PyTorch (the "best PyTorch contender" is the fastest of these).
+TORCH_KINDS = ("torch", "pipeline")
+EXPORT_ARGS = "--optimize extended --quantize int8"
+
+
+def contenders_of(device: str) -> dict[str, tuple[str, str | None]]:
+    return CUDA_CONTENDERS if device == "cuda" else CONTENDERS
 
 
 # -- measuring (in the worker process) ---------------------------------------------------------
@@ -96,6 +142,26 @@ def end_to_end(predict: Callable[[list[str]], list[str]], rows: list[dict],
             "accuracy": 100.0 * correct / len(rows)}
 
 
+def sorted_batches(lengths: list[int]) -> list[list[int]]:
+    """Row indices sorted by token count, cut into batches of ``BATCH`` (nlpforge's order)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[start:start + BATCH] for start in range(0, len(order), BATCH)]
+
+
+def padded(columns: dict[str, list[list[int]]], index: list[int], pad_id: int = 0) -> dict:
+    """Rows ``index`` of token-id ``columns`` as int64 arrays padded to their longest row."""
+    import numpy as np
+
+    width = max(len(columns["input_ids"][i]) for i in index)
+    out = {}
+    for name, values in columns.items():
+        array = np.full((len(index), width), pad_id if name == "input_ids" else 0, np.int64)
+        for row, i in enumerate(index):
+            array[row, :len(values[i])] = values[i]
+        out[name] = array
+    return out
+
+
 class StubSession:
     """Stands in for an onnxruntime session: zeros of the logits' shape, instantly."""
 
@@ -111,48 +177,73 @@ def overhead_ms(predict: Callable[[list[str]], list[str]], rows: list[dict], rep
     return 1000 * median_seconds(lambda: predict(texts), max(5, repeats), warmup=1)
 
 
-def worker(name: str, args: argparse.Namespace) -> dict:
-    kind, what = CONTENDERS.get(name, ("peak", None))
-    threads, export = args.threads, Path(args.out) / "export"
+def read_rows(limit: int | None) -> list[dict]:
     rows = [json.loads(line) for line in open(DATA / "validation.jsonl", encoding="utf-8")]
+    return rows[:limit] if limit else rows
+
+
+def worker(name: str, args: argparse.Namespace) -> dict:
+    kind, what = contenders_of(args.device).get(name, ("peak", None))
+    threads, export = args.threads, Path(args.out) / "export"
+    rows = read_rows(args.rows)
     if kind == "peak":
         return matmul_peak(threads)
-    if kind in ("torch", "pipeline"):
+    if kind in TORCH_KINDS:
         import torch
 
         torch.set_num_threads(threads)
         torch.set_num_interop_threads(1)
     if kind == "torch":
-        return torch_contender(args.run, rows, args.repeats)
+        return torch_contender(args.run, export, what or "fp32", args.device, rows, args.repeats)
     if kind == "pipeline":
         return pipeline_contender(args.run, rows, args.repeats)
     if kind == "ort":
         return ort_contender(export, what, threads, rows, args.repeats)
-    return nlpforge_contender(export, what, threads, rows, args.repeats)
+    return nlpforge_contender(export, what, args.device, threads, rows, args.repeats)
 
 
-def torch_contender(run: str, rows: list[dict], repeats: int) -> dict:
+def torch_contender(run: str, export: Path, mode: str, device: str, rows: list[dict],
+                    repeats: int) -> dict:
+    """PyTorch as a knowledgeable user runs it: ``mode`` fp32, bf16 (CPU autocast), int8
+    (dynamic quantization of the Linear layers) or fp16 (``model.half()`` on the GPU); the
+    end-to-end loop sorts rows by token count like nlpforge's."""
+    import contextlib
+
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(run).eval()
+    if mode == "int8":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                       dtype=torch.qint8)
+    if mode == "fp16":
+        model = model.half()
+    model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(run)
     labels = model.config.id2label
+    manifest = json.loads((export / "nlpforge.json").read_text())["tokenizer"]
+    max_length, pad_id = manifest["max_length"], manifest.get("pad_id") or 0
 
-    def run_features(features: dict) -> Any:
-        with torch.inference_mode():
-            return model(**{k: torch.from_numpy(v) for k, v in features.items()}).logits
+    def autocast() -> Any:
+        if mode == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def logits(features: dict) -> Any:
+        with torch.inference_mode(), autocast():
+            out = model(**{k: torch.from_numpy(v).to(device) for k, v in features.items()})
+            return out.logits.float().cpu()  # on the GPU: waits for the result, like ORT
 
     def predict(texts: list[str]) -> list[str]:
-        out: list[str] = []
-        for start in range(0, len(texts), BATCH):
-            batch = tokenizer(texts[start:start + BATCH], padding=True, return_tensors="pt")
-            with torch.inference_mode():
-                out += [labels[int(i)] for i in model(**batch).logits.argmax(-1)]
+        columns = dict(tokenizer(texts, truncation=True, max_length=max_length))
+        out: list[str] = [""] * len(texts)
+        for index in sorted_batches([len(ids) for ids in columns["input_ids"]]):
+            for i, best in zip(index, logits(padded(columns, index, pad_id)).argmax(-1).tolist()):
+                out[i] = labels[best]
         return out
 
-    return {**measure_shapes(run_features, model.config.vocab_size, repeats),
-            "end_to_end": end_to_end(predict, rows, repeats), "e2e_note": "hand loop, batch 32"}
+    return {**measure_shapes(logits, model.config.vocab_size, repeats),
+            "end_to_end": end_to_end(predict, rows, repeats)}
 
 
 def pipeline_contender(run: str, rows: list[dict], repeats: int) -> dict:
@@ -177,17 +268,19 @@ def pipeline_contender(run: str, rows: list[dict], repeats: int) -> dict:
 
 def ort_contender(export: Path, model_file: str, threads: int, rows: list[dict],
                   repeats: int) -> dict:
-    """Plain onnxruntime + tokenizers + numpy, written by hand, with the runtime's batches."""
-    import numpy as np
+    """Plain onnxruntime + tokenizers + numpy, written by hand, with nlpforge's session
+    settings (all graph optimizations, ``threads`` intra-op threads, one inter-op thread)."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
     options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session: Any = ort.InferenceSession(str(export / model_file), options,
                                         providers=["CPUExecutionProvider"])
     manifest = json.loads((export / "nlpforge.json").read_text())
     labels = manifest["task"]["state"]["labels"]
+    pad_id = manifest["tokenizer"].get("pad_id") or 0
     tokenizer = Tokenizer.from_file(str(export / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.enable_truncation(manifest["tokenizer"]["max_length"])
@@ -197,19 +290,12 @@ def ort_contender(export: Path, model_file: str, threads: int, rows: list[dict],
 
     def predict(texts: list[str]) -> list[str]:
         every = tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(every[i].ids))
+        columns = {"input_ids": [e.ids for e in every],
+                   "attention_mask": [e.attention_mask for e in every],
+                   "token_type_ids": [e.type_ids for e in every]}
         out: list[str] = [""] * len(texts)
-        for start in range(0, len(order), BATCH):
-            index = order[start:start + BATCH]
-            encodings = [every[i] for i in index]
-            width = max(len(e.ids) for e in encodings)
-            ids = np.zeros((len(index), width), dtype=np.int64)
-            mask, types = np.zeros_like(ids), np.zeros_like(ids)
-            for row, e in enumerate(encodings):
-                n = len(e.ids)
-                ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
-            logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask,
-                                              "token_type_ids": types})[0]
+        for index in sorted_batches([len(e.ids) for e in every]):
+            logits = session.run(["logits"], padded(columns, index, pad_id))[0]
             for i, best in zip(index, logits.argmax(-1)):
                 out[i] = labels[int(best)]
         return out
@@ -222,22 +308,25 @@ def ort_contender(export: Path, model_file: str, threads: int, rows: list[dict],
     return result
 
 
-def nlpforge_contender(export: Path, variant: str, threads: int, rows: list[dict],
-                       repeats: int) -> dict:
+def nlpforge_contender(export: Path, variant: str | None, device: str, threads: int,
+                       rows: list[dict], repeats: int) -> dict:
     import nlpforge
 
-    predictor = nlpforge.load(str(export), variant=variant, device="cpu", threads=threads)
+    predictor = nlpforge.load(str(export), variant=variant, device=device, threads=threads)
 
     def predict(texts: list[str]) -> list[str]:
         return [p["label"] for p in predictor.predict(texts, batch_size=BATCH)]
 
     vocab = json.loads((export / "config.json").read_text())["vocab_size"]
     result = {**measure_shapes(predictor.run, vocab, repeats),
-              "end_to_end": end_to_end(predict, rows, repeats)}
-    if variant != "int8":
+              "end_to_end": end_to_end(predict, rows, repeats),
+              "variant": predictor.variant, "providers": predictor.providers,
+              "variant_reason": str(getattr(predictor, "variant_reason", ""))}
+    if device == "cpu" and variant in ("fp32", "optimized"):
         result["paired"] = paired_compute(predictor.run, export, threads)
-    predictor.session = StubSession()
-    result["overhead_ms"] = overhead_ms(predict, rows, repeats)
+    if device == "cpu":
+        predictor.session = StubSession()
+        result["overhead_ms"] = overhead_ms(predict, rows, repeats)
     return result
 
 
@@ -305,25 +394,30 @@ def paired_compute(run_features: Callable[[dict], Any], export: Path, threads: i
 
 # -- the parent: export, run each contender in a process, report ----------------------------------
 
-def model_flops(config: dict, seq: int) -> float:
-    """Multiply-add FLOPs of one sequence through a BERT encoder + classifier."""
-    h, inner, layers = config["hidden_size"], config["intermediate_size"], \
-        config["num_hidden_layers"]
-    per_layer = 8 * seq * h * h + 4 * seq * h * inner + 4 * seq * seq * h
-    return layers * per_layer + 2 * h * h + 2 * h * len(config.get("id2label", {0: 0, 1: 1}))
-
-
 def export_model(args: argparse.Namespace) -> Path:
     export = Path(args.out) / "export"
     if args.reuse_export and (export / "nlpforge.json").is_file():
         return export
+    extra = args.export_args.split() if args.export_args is not None else (
+        [] if args.device == "cuda" else EXPORT_ARGS.split())
+    if args.device == "cuda":
+        extra.append("--fp16")
+    if "--quantize" in extra:
+        extra += ["--calibration-data", str(DATA / "validation.jsonl")]
     command = [sys.executable, "-m", "nlpforge", "export", args.run, "--output", str(export),
-               "--optimize", "extended", "--quantize", "int8", "--calibration-data",
-               str(DATA / "validation.jsonl"), "--overwrite"]
-    print("$", " ".join(command[1:]), flush=True)
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"export failed:\n{result.stderr[-3000:]}")
+               *extra, "--overwrite"]
+    commands = [command]
+    if args.device == "cpu" and args.tune:
+        commands.append([sys.executable, "-m", "nlpforge", "tune", str(export), "--data",
+                         str(DATA / "validation.jsonl"), "--threads", str(args.threads),
+                         "--max-metric-drop", "0.5",  # the targets' accuracy bound
+                         *(["--rows", str(min(args.rows, 256))] if args.rows else []),
+                         *(["--rounds", "1"] if args.rounds == 1 else [])])
+    for step in commands:
+        print("$ nlpforge", " ".join(step[3:]), flush=True)
+        result = subprocess.run(step, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"nlpforge {step[3]} failed:\n{result.stderr[-3000:]}")
     return export
 
 
@@ -331,7 +425,7 @@ def median_of(runs: list[Any]) -> Any:
     """The rounds' results merged: the median of every number."""
     if isinstance(runs[0], dict):
         return {k: median_of([r[k] for r in runs]) for k in runs[0]}
-    if isinstance(runs[0], (int, float)):
+    if isinstance(runs[0], (int, float)) and not isinstance(runs[0], bool):
         return statistics.median(runs)
     if isinstance(runs[0], list) and runs[0] and isinstance(runs[0][0], (int, float)):
         return [x for run in runs for x in run]  # every round's samples
@@ -340,7 +434,8 @@ def median_of(runs: list[Any]) -> Any:
 
 def in_process(name: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", name, "--run", args.run, "--out", args.out,
-               "--threads", str(args.threads), "--repeats", str(args.repeats), "--rounds", "1"]
+               "--threads", str(args.threads), "--repeats", str(args.repeats), "--rounds", "1",
+               "--device", args.device, *(["--rows", str(args.rows)] if args.rows else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
     start = time.perf_counter()
@@ -352,205 +447,116 @@ def in_process(name: str, args: argparse.Namespace) -> dict:
     return data
 
 
-def report(results: dict, args: argparse.Namespace, config: dict) -> str:
-    c, peak = results["contenders"], results["peak"]
-    lines = [f"# Inference benchmark: MiniLM-L6 (SST-2), {args.threads} threads", "",
-             f"Command: `{results['command']}`  ", f"Machine: {results['machine']}  ",
-             f"Medians; every contender in its own process. Load average before/after: "
-             f"{results['load_before']} / {results['load_after']}.", "",
-             "Contenders: `pytorch-eager` (AutoModelForSequenceClassification, inference mode; "
-             "end to end: a loop over batches of 32 in input order), `hf-pipeline` "
-             "(`pipeline(\"text-classification\", model=RUN)`, `batch_size=32`), "
-             "`onnxruntime-*` (plain onnxruntime + tokenizers + numpy written by hand, "
-             "the runtime's batches: sorted by token count, padded per batch), `nlpforge-*` "
-             "(`nlpforge.load(EXPORT, variant=...)`: `.run` on fixed shapes, `.predict` end to "
-             "end). fp32 = model.onnx, optimized = --optimize extended, int8 = --quantize int8 "
-             "(dynamic, per-channel, made from model.onnx).", "",
-             "## Latency at batch 1 (ms) and throughput at batch 32 (sequences/s)", "",
-             "| contender | " + " | ".join(f"b1 s{s} ms" for s in SEQS) + " | "
-             + " | ".join(f"b32 s{s} seq/s" for s in SEQS) + " | b1 s128 vs PyTorch |",
-             "| --- |" + " ---: |" * (2 * len(SEQS) + 1)]
-    base = c["pytorch-eager"]["latency_ms"]["128"]
-    for name, r in c.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['latency_ms'][str(s)]:.2f}" for s in SEQS)
-                     + " | " + " | ".join(f"{r['throughput'][str(s)]:.1f}" for s in SEQS)
-                     + f" | {base / r['latency_ms']['128']:.2f}x |")
-    pipe = c["hf-pipeline"]["end_to_end"]["sentences_per_s"]
-    lines += ["", f"## End to end: {results['rows']} SST-2 validation sentences, batch 32", "",
-              "| contender | sentences/s | vs HF pipeline | accuracy % |",
-              "| --- | ---: | ---: | ---: |"]
-    for name, r in c.items():
-        e = r["end_to_end"]
-        lines.append(f"| {name} | {e['sentences_per_s']:.1f} | {e['sentences_per_s'] / pipe:.2f}x"
-                     f" | {e['accuracy']:.2f} |")
-    lines += ["", "## What the runtime adds", "",
-              "Tokenize, pad, run a stub instead of the model, postprocess: all "
-              f"{results['rows']} sentences, batch 32 (ms).", "",
-              "| loop | fp32 | int8 |", "| --- | ---: | ---: |"]
-    for kind in ("nlpforge", "onnxruntime"):
-        label = "nlpforge predict" if kind == "nlpforge" else "hand-written onnxruntime loop"
-        lines.append(f"| {label} | " + " | ".join(f"{c[f'{kind}-{v}']['overhead_ms']:.1f}"
-                                                  for v in ("fp32", "int8")) + " |")
-    flops = model_flops(config, 128) * BATCH
-    lines += ["", "## Compute", "",
-              f"Matrix-multiply peak ({peak['n']}x{peak['n']} fp32, {args.threads} threads): "
-              f"PyTorch {peak['torch_gflops']:.1f} GFLOP/s, ONNX Runtime "
-              f"{peak['onnxruntime_gflops']:.1f} GFLOP/s; peak = {peak['peak_gflops']:.1f} "
-              f"(best of the rounds: {peak['rounds']}). ONNX Runtime's uint8 x int8 kernel, same "
-              f"size: {peak['int8_gops']:.1f} GOP/s, {peak['int8_gops'] / peak['onnxruntime_gflops']:.2f}x "
-              f"its fp32 one: the most an int8 model can gain over fp32 on this CPU, before "
-              f"quantizing activations and the layers that stay fp32.", "",
-              "Paired: the model at batch 32 / seq 128 and ONNX Runtime's fp32 peak measured in "
-              "turns within the contender's process, 5 pairs per round; the median share over "
-              "all pairs.", "",
-              "| contender | GFLOP/s at batch 32, seq 128 | share of the best peak | paired share |",
-              "| --- | ---: | ---: | ---: |"]
-    for name in ("pytorch-eager", "onnxruntime-fp32", "nlpforge-fp32", "nlpforge-optimized"):
-        achieved = flops * c[name]["throughput"]["128"] / BATCH / 1e9
-        paired = c[name].get("paired")
-        lines.append(f"| {name} | {achieved:.1f} | {100 * achieved / peak['peak_gflops']:.1f}% | "
-                     + (f"{100 * statistics.median(paired['shares']):.1f}% "
-                        f"(peak {paired['peak_gflops']:.1f}) |" if paired else "|"))
-    lines += ["", "## Targets", ""] + [f"- {t}" for t in targets(results, config)]
-    return "\n".join(lines) + "\n"
+def cuda_problem() -> str | None:
+    """Why ``--device cuda`` cannot run here (None: it can): both PyTorch and ONNX Runtime
+    must reach a GPU."""
+    import onnxruntime as ort
 
+    from nlpforge.runtime.providers import cuda_device_count, cuda_libraries_ok
 
-def targets(results: dict, config: dict) -> list[str]:
-    c, peak = results["contenders"], results["peak"]
-    e2e = {n: r["end_to_end"] for n, r in c.items()}
-    speed = c["pytorch-eager"]["latency_ms"]["128"] / c["nlpforge-int8"]["latency_ms"]["128"]
-    loss = e2e["nlpforge-fp32"]["accuracy"] - e2e["nlpforge-int8"]["accuracy"]
-    pipe = e2e["hf-pipeline"]["sentences_per_s"]
-    int8, fp32 = (e2e[f"nlpforge-{v}"]["sentences_per_s"] / pipe for v in ("int8", "fp32"))
-    overhead = {v: 100 * (1 - e2e[f"nlpforge-{v}"]["sentences_per_s"]
-                          / e2e[f"onnxruntime-{v}"]["sentences_per_s"]) for v in ("fp32", "int8")}
-    flops = model_flops(config, 128)
-    best = max(c[n]["throughput"]["128"] for n in ("nlpforge-fp32", "nlpforge-optimized"))
-    share = 100 * flops * best / 1e9 / peak["peak_gflops"]
-    paired = max(100 * statistics.median(c[n]["paired"]["shares"])
-                 for n in ("nlpforge-fp32", "nlpforge-optimized"))
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
-
-    return [
-        f"int8 vs PyTorch eager at batch 1 / seq 128: {speed:.2f}x (target >= 2.5x) "
-        f"with {loss:+.2f} points of accuracy lost (target <= 0.5): "
-        f"{verdict(speed >= 2.5 and loss <= 0.5)}",
-        f"predict int8 vs HF pipeline end to end: {int8:.2f}x (target >= 5x): {verdict(int8 >= 5)}",
-        f"predict fp32 vs HF pipeline end to end: {fp32:.2f}x (target >= 2.5x): "
-        f"{verdict(fp32 >= 2.5)}",
-        f"runtime cost over a hand-written onnxruntime loop: fp32 {overhead['fp32']:+.1f}%, "
-        f"int8 {overhead['int8']:+.1f}% end to end (target within 5%): "
-        f"{verdict(max(overhead.values()) <= 5)}; without the model: nlpforge "
-        f"{c['nlpforge-fp32']['overhead_ms']:.0f} ms vs the hand loop "
-        f"{c['onnxruntime-fp32']['overhead_ms']:.0f} ms per {results['rows']} sentences",
-        f"fp32 compute at batch 32 / seq 128: {paired:.1f}% of the matmul peak measured in "
-        f"turns with it (target >= 85%): {verdict(paired >= 85)}; {share:.1f}% of the best "
-        f"round's peak, {peak['peak_gflops']:.1f} GFLOP/s",
-    ]
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = results["contenders"]
-    names = list(c)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        xs = [j + i * width for j in range(len(SEQS))]
-        axes[0].bar(xs, [c[name]["latency_ms"][str(s)] for s in SEQS], width, label=name)
-        axes[1].bar(xs, [c[name]["throughput"][str(s)] for s in SEQS], width, label=name)
-    for ax, title in ((axes[0], "latency, batch 1 (ms, lower is better)"),
-                      (axes[1], "throughput, batch 32 (sequences/s)")):
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(SEQS))])
-        ax.set_xticklabels([f"seq {s}" for s in SEQS])
-        ax.set_title(title)
-    axes[0].set_yscale("log")
-    axes[0].legend(fontsize=8)
-    rates = [c[n]["end_to_end"]["sentences_per_s"] for n in names]
-    axes[2].barh(names, rates, color=[f"C{i}" for i in range(len(names))])
-    for y, (rate, name) in enumerate(zip(rates, names)):
-        axes[2].text(rate, y, f" {rate:.0f} ({c[name]['end_to_end']['accuracy']:.1f}%)",
-                     va="center", fontsize=8)
-    axes[2].set_title(f"end to end, {results['rows']} SST-2 sentences (sentences/s, accuracy)")
-    axes[2].invert_yaxis()
-    fig.suptitle(f"MiniLM-L6 SST-2 on {results['threads']} CPU threads")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def machine() -> str:
-    name = "unknown CPU"
+    problems = []
+    if cuda_device_count() == 0:
+        problems.append("the CUDA driver sees no GPU (libcuda.so.1 missing or no device)")
+    elif "CUDAExecutionProvider" not in ort.get_available_providers():
+        problems.append(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+                        f"(install onnxruntime-gpu)")
+    elif not cuda_libraries_ok():
+        problems.append("ONNX Runtime's CUDA provider cannot load cuBLAS/cuDNN")
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    isa = [f for f in ("avx512f", "avx512_vnni", "avx_vnni", "avx2", "fma") if f" {f}" in flags]
-    return f"{name}, {os.cpu_count()} CPUs, {'/'.join(isa) or 'no AVX'}"
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(f"torch {torch.__version__} cannot use CUDA (install a CUDA wheel, "
+                            f"e.g. tools/gpu_check.sh does)")
+    except ImportError:
+        problems.append("torch is not installed")
+    return "; ".join(problems) or None
+
+
+def gpu_name() -> str:
+    import torch
+
+    return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=str(ROOT / "tools" / "out" / "sst2-full" / "run"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "tools" / "out" / "bench_inference"))
+    parser.add_argument("--out", default=None,
+                        help="results dir (default tools/out/bench_inference[-cuda])")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reuse-export", action="store_true")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--rows", type=int, help="only the first N validation rows (smoke runs)")
+    parser.add_argument("--export-args",
+                        help=f"nlpforge export options [cpu: {EXPORT_ARGS}, cuda: none]; "
+                             f"--device cuda adds --fp16, --quantize adds the SST-2 "
+                             f"validation set as --calibration-data")
+    parser.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
+                        help="run nlpforge tune on a new export (CPU), so that nlpforge-tuned "
+                             "runs the variant it picks for --threads [on]")
+    parser.add_argument("--reuse-export", action="store_true",
+                        help="keep OUT/export (and its tuned choice) when it is there")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite results.md and bench.png from results.json")
     parser.add_argument("--only", help="comma-separated contenders (default: all)")
+    parser.add_argument("--markdown", help="also write the report to this file "
+                                           "(docs/benchmarks/inference.md, gpu.md)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.out = args.out or str(ROOT / "tools" / "out" / ("bench_inference" + (
+        "-cuda" if args.device == "cuda" else "")))
     if args.worker:
         print(json.dumps(worker(args.worker, args)))
         return
+    out = Path(args.out)
+    if args.report_only:
+        write_report(json.loads((out / "results.json").read_text()), out, args.markdown)
+        return
+    if args.device == "cuda" and (problem := cuda_problem()):
+        sys.exit(f"bench_inference: --device cuda refused: {problem}")
     if not ((DATA / "validation.jsonl").is_file() and (Path(args.run) / "nlpforge.json").is_file()):
         print(f"skipped: needs {DATA / 'validation.jsonl'} and a finished run dir {args.run}")
         return
-    out = Path(args.out)
-    if args.report_only:
-        write_report(json.loads((out / "results.json").read_text()), args, out)
-        return
     out.mkdir(parents=True, exist_ok=True)
+    table = contenders_of(args.device)
+    wanted = args.only.split(",") if args.only else list(table)
+    unknown = [n for n in wanted if n not in table]
+    if unknown:
+        sys.exit(f"bench_inference: unknown contenders {unknown}; known: {', '.join(table)}")
+    skipped = {}
+    if "pytorch-bf16" in wanted and not has_bf16():
+        skipped["pytorch-bf16"] = ("the CPU has neither avx512_bf16 nor amx_bf16: bf16 "
+                                   "autocast would be emulated, many times slower than fp32")
+        wanted.remove("pytorch-bf16")
     results: dict[str, Any] = {
-        "command": "python tools/bench_inference.py " + " ".join(sys.argv[1:]),
-        "machine": machine(), "threads": args.threads, "run": args.run,
-        "rows": sum(1 for _ in open(DATA / "validation.jsonl", encoding="utf-8")),
+        "command": command_line(), "machine": cpu_line(), "device": args.device,
+        "gpu": gpu_name() if args.device == "cuda" else None,
+        "threads": args.threads, "run": args.run, "skipped": skipped,
+        "seqs": list(SEQS), "batch": BATCH,
+        "pytorch_contenders": [n for n, (kind, _) in table.items() if kind in TORCH_KINDS],
+        "rows": len(read_rows(args.rows)), "rounds": args.rounds,
         "load_before": " ".join(open("/proc/loadavg").read().split()[:3]),
     }
+    print(results["machine"], flush=True)
+    for name, why in skipped.items():
+        print(f"  {name}: skipped: {why}", flush=True)
     export_model(args)
-    names = ["peak", *(args.only.split(",") if args.only else CONTENDERS)]
+    names = (["peak"] if args.device == "cpu" else []) + wanted
     rounds: dict[str, list[dict]] = {name: [] for name in names}
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
         for name in names[r % len(names):] + names[:r % len(names)]:
             rounds[name].append(in_process(name, args))
-    peaks = rounds.pop("peak")
-    results["peak"] = max(peaks, key=lambda p: p["peak_gflops"])
-    results["peak"]["rounds"] = [round(p["peak_gflops"], 1) for p in peaks]
+    peaks = rounds.pop("peak", None)
+    if peaks:
+        results["peak"] = max(peaks, key=lambda p: p["peak_gflops"])
+        results["peak"]["rounds"] = [round(p["peak_gflops"], 1) for p in peaks]
     results["contenders"] = {name: median_of(runs) for name, runs in rounds.items()}
     results["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_report(results, args, out)
-
-
-def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
-    if set(CONTENDERS) <= set(results["contenders"]):
-        config = json.loads((Path(results["run"]) / "config.json").read_text())
-        (out / "results.md").write_text(report(results, args, config))
-        plot(results, out / "bench.png")
-        print((out / "results.md").read_text())
-    print(f"wrote {out}")
+    write_report(results, out, args.markdown)
 
 
 if __name__ == "__main__":
