@@ -27,7 +27,8 @@ from nlpforge.errors import ExportError
 from nlpforge.export import files, generative
 from nlpforge.export.convert import eager_attention
 from nlpforge.export.seq2seq_graphs import (DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE,
-                                            CacheLayout, cache_layout, graphs, run_graph)
+                                            CacheLayout, cache_layout, graphs, prepare_model,
+                                            run_graph)
 from nlpforge.export.optimize import ort_fusions
 from nlpforge.export.validate import (ROUNDING_MARGIN, Features, compare, memoized,
                                       onnx_runner)
@@ -45,6 +46,7 @@ def export_encoder_decoder(run_dir: str, output: str, opts: Any, manifest: Manif
     graphs match PyTorch on every validation case. Returns the export manifest."""
     generative.check_options(opts, "encoder-decoder")
     eager_attention(model)
+    prepare_model(model)
     model.eval()
     special = special_ids(Path(run_dir), model.config, tokenizer)
     layout = cache_layout(model)

@@ -20,10 +20,13 @@ graph wraps both traces in an ``If`` node, which buys nothing at run time.
 Nothing here is specific to an architecture: the wrappers only use the
 ``AutoModelForSeq2SeqLM`` interface (``get_encoder()``, ``encoder_outputs``, an
 ``EncoderDecoderCache``), and the cache sizes are read from a PyTorch run
-(:func:`cache_layout`), so T5 (v1.0 and v1.1), mT5, BART, mBART, Marian, Pegasus and
-Blenderbot-small export through the same code (``TINY_ENCODER_DECODERS`` in
-``nlpforge.testing.encoder_decoders`` is the checked list); a model that does not follow that
-interface is refused there with an ``ExportError`` naming its type.
+(:func:`cache_layout`), so T5 (v1.0 and v1.1), mT5, UMT5, LongT5, BART, mBART, PLBART, Marian,
+Pegasus, BigBird-Pegasus, Blenderbot(-small), M2M-100, FSMT and bert2bert export through the
+same code (``TINY_ENCODER_DECODERS`` in ``nlpforge.testing.encoder_decoders`` is the checked
+list); two things are per architecture: ``REFUSED``/:func:`refusal` (types whose export cannot
+be right, and why) and :func:`prepare_model` (Switch Transformers' experts, gathered by index
+for the trace). A model that does not follow the interface is refused in
+:func:`cache_layout` with an ``ExportError`` naming its type.
 
 Why the layout is not read with optimum's ``NormalizedConfigManager``: for these model types
 it returns a ``NormalizedTextConfig`` (not ``NormalizedSeq2SeqConfig``), whose layer count is
@@ -123,6 +126,15 @@ def _returned_cache(out: Any) -> Any:
     return cache if cache is not None else out.get("past_key_values")
 
 
+def _encoded(hidden: torch.Tensor) -> Any:
+    """The encoder's states as the model's forward takes ``encoder_outputs``: a model output,
+    not a tuple (ProphetNet reads ``.last_hidden_state``, Switch Transformers also
+    ``.router_logits``; the others index it). The MoE output has every field they read."""
+    from transformers.modeling_outputs import MoEModelOutput
+
+    return MoEModelOutput(last_hidden_state=hidden)
+
+
 def _flatten(cache: Any, num_layers: int, part: str) -> list[torch.Tensor]:
     inner = cache.self_attention_cache if part == "decoder" else cache.cross_attention_cache
     flat: list[torch.Tensor] = []
@@ -160,7 +172,7 @@ class DecoderGraph(torch.nn.Module):
 
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         out = self.model(decoder_input_ids=input_ids, attention_mask=encoder_attention_mask,
-                         encoder_outputs=(encoder_hidden_states,), use_cache=True,
+                         encoder_outputs=_encoded(encoder_hidden_states), use_cache=True,
                          **{self.cache_arg: cache})
         returned = _returned_cache(out)
         own = _flatten(returned, self.num_layers, "decoder")
@@ -193,9 +205,70 @@ class DecoderWithPastGraph(torch.nn.Module):
         placeholder = torch.zeros(*encoder_attention_mask.shape, self.hidden_size,
                                   dtype=past[0].dtype)
         out = self.model(decoder_input_ids=input_ids, attention_mask=encoder_attention_mask,
-                         encoder_outputs=(placeholder,), use_cache=True,
+                         encoder_outputs=_encoded(placeholder), use_cache=True,
                          **{self.cache_arg: cache})
         return (out.logits, *_flatten(_returned_cache(out), self.num_layers, "decoder"))
+
+
+#: model_type → why the encoder-decoder export refuses it (every config of that type)
+REFUSED: dict[str, str] = {
+    "prophetnet": ("transformers' own cached generation of ProphetNet fails (generate() with "
+                   "use_cache=True raises \"`position_ids` are incorrect\" in its n-gram "
+                   "self-attention once a cache is passed), so there is no cached decoder step "
+                   "to export or to check the export against"),
+    "led": ("LED's encoder pads its input to a multiple of attention_window and lays out its "
+            "sliding-window attention from sizes computed in Python, which a trace freezes at "
+            "the dummy input's length: the encoder graph fails on any other length (as "
+            "Longformer's)"),
+}
+
+
+def refusal(config: Any) -> str | None:
+    """Why ``config`` cannot be exported as an encoder-decoder (None: it can)."""
+    kind = getattr(config, "model_type", None)
+    if kind in REFUSED:
+        return REFUSED[kind]
+    if kind == "bigbird_pegasus" and getattr(config, "attention_type", None) == "block_sparse":
+        return ("attention_type='block_sparse': the encoder's block-sparse attention lays out "
+                "its blocks from the input length, and below (5 + 2 * num_random_blocks) * "
+                "block_size tokens falls back to full attention, choices a trace freezes at "
+                "the dummy input's length; set attention_type to 'original_full' in "
+                "config.json to export full attention (PyTorch's own numbers up to that length)")
+    return None
+
+
+def prepare_model(model: torch.nn.Module) -> None:
+    """Code paths a trace can follow for any input: mixture-of-experts layers compute each
+    token's expert by indexing rather than by looping over the experts a batch hits (which a
+    trace would freeze): transformers' ``batched_mm`` where the model offers it, and the same
+    gather for Switch Transformers' top-1 experts."""
+    from nlpforge.export.decoder_arch import prepare_model as prepare_experts
+
+    prepare_experts(model)
+    for module in model.modules():
+        if type(module).__name__ == "SwitchTransformersExperts":
+            module.forward = _gathered_top1_experts(module)
+
+
+def _gathered_top1_experts(experts: torch.nn.Module) -> Any:
+    """Switch Transformers' experts (``wi`` → act → ``wo`` each, no biases) applied to each
+    token through its own expert's stacked weights; a token routed nowhere (over capacity)
+    gets zeros, as in transformers' loop."""
+    blocks = [experts[f"expert_{i}"] for i in range(experts.num_experts)]
+    act = blocks[0].act
+
+    def forward(hidden_states: torch.Tensor, selected_experts: torch.Tensor,
+                routing_weights: torch.Tensor) -> torch.Tensor:
+        wi = torch.stack([b.wi.weight for b in blocks])  # [experts, ff, d]
+        wo = torch.stack([b.wo.weight for b in blocks])  # [experts, d, ff]
+        chosen = selected_experts[:, 0, :]  # [tokens, experts], one-hot or all zeros
+        index = chosen.argmax(dim=-1)
+        inner = act(torch.bmm(wi[index], hidden_states.unsqueeze(-1)).squeeze(-1))
+        out = torch.bmm(wo[index], inner.unsqueeze(-1)).squeeze(-1)
+        weight = routing_weights[:, 0] * chosen.sum(dim=-1).to(out.dtype)
+        return (out * weight.unsqueeze(-1)).to(hidden_states.dtype)
+
+    return forward
 
 
 @dataclass(frozen=True)
@@ -221,6 +294,10 @@ def cache_layout(model: torch.nn.Module) -> CacheLayout:
     from transformers import DynamicCache, EncoderDecoderCache
 
     kind = getattr(model.config, "model_type", type(model).__name__)
+    reason = refusal(model.config)
+    if reason:
+        raise ExportError(f"model type {kind!r} cannot be exported as an encoder-decoder: "
+                          f"{reason}")
     ids = torch.full((1, 2), 4, dtype=torch.long)
     mask = torch.ones_like(ids)
     try:
@@ -232,7 +309,7 @@ def cache_layout(model: torch.nn.Module) -> CacheLayout:
                                  f"output with last_hidden_state")
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
             out = model(decoder_input_ids=ids[:, :1], attention_mask=mask,
-                        encoder_outputs=(hidden,), use_cache=True,
+                        encoder_outputs=_encoded(hidden), use_cache=True,
                         **{_cache_arg(model): cache})
         returned = _returned_cache(out)
         if not isinstance(returned, EncoderDecoderCache) or \
