@@ -504,10 +504,7 @@ TINY_ENCODER_DECODERS: dict[str, TinyEncoderDecoder] = {
     "bigbird_pegasus": TinyEncoderDecoder("bigbird_pegasus", _generic("bigbird_pegasus"), {
         "init_std": 0.3, "decoder_attention_heads": 4}),
     "encoder-decoder": TinyEncoderDecoder("encoder-decoder", make_tiny_bert2bert, {
-        "initializer_range": 0.3}, blocked=(
-            "the graphs export, validate and generate like transformers, but nlpforge export "
-            "does not detect an EncoderDecoderModel checkpoint as text2text-generation yet "
-            "(the seq2seq tasks' checkpoint_heads lack 'EncoderDecoderModel')")),
+        "initializer_range": 0.3}),
     "longt5": TinyEncoderDecoder("longt5", _generic("longt5"), {"initializer_factor": 1.5}),
     "m2m_100": TinyEncoderDecoder("m2m_100", _generic("m2m_100"), {
         "init_std": 0.3, "encoder_layers": 3}),

@@ -54,7 +54,7 @@ class Text2TextGeneration(Task):
     target_names: ClassVar[tuple[str, ...]] = ("target", "output")
     #: What ``prefix=auto`` means for T5-family models.
     t5_prefix: ClassVar[str] = ""
-    checkpoint_heads = ("ForConditionalGeneration", "MTModel")
+    checkpoint_heads = ("ForConditionalGeneration", "MTModel", "EncoderDecoderModel")
     #: The key of a T5 config's ``task_specific_params`` whose prefix the task takes.
     config_params: ClassVar[str] = ""
 
