@@ -1,25 +1,34 @@
 """Benchmark nlpforge serve on the packaged MiniLM fine-tuned on SST-2; all figures from one run.
 
 The model is exported as one ships it (``--optimize extended --quantize int8``, into
-tools/out/serve/export; ``--reuse-export`` keeps one already there). Each contender runs in
-its own process with the same CPU threads, one after another:
+tools/out/serve/export; ``--reuse-export`` keeps one already there). Contenders, each in its
+own process with the same CPU threads:
   - the in-process Predictor, one sentence per call (the reference for server overhead);
   - nlpforge serve with dynamic batching (its defaults; the export's default variant,
     optimized fp32), and the same with ``--variant int8``;
-  - nlpforge serve --max-batch-size 1;
-  - tools/serve_baseline.py: FastAPI + a Hugging Face pipeline called per request.
+  - nlpforge serve --max-batch-size 1 (the same server and model without batching);
+  - tools/serve_baseline.py: FastAPI + a Hugging Face pipeline (PyTorch) called per request.
+They run --rounds times, in an order that rotates each round, so that a busy spell of the
+machine does not land on one contender only; the tables give the median of the rounds for
+every level and each ratio is the median of the rounds' ratios (each round's contenders ran
+close in time), with its range. Each ratio is labelled by exactly what it compares: only
+``--max-batch-size 1`` against the default isolates batching; against the baseline, the
+export (ONNX Runtime, fused graph) and the server differ too.
 The server's own cost at concurrency 1 is also measured side by side: one client sends the
 same sentences to the in-process predictor and to the server in alternating blocks
 (``paired_overhead``).
 The in-process run also measures the ceiling of batching on this machine: the model alone,
 one sentence per run against length-sorted batches of 32 (no HTTP, no queue).
 tools/loadgen.py drives each server at concurrency 1, 8, 32 and 64 with SST-2 validation
-sentences over v2 infer (the baseline over its own /predict). Then a soak: a fresh nlpforge
-serve, 1,000 warm-up requests, then --soak requests at concurrency 32, resident memory measured
-before and after. Writes tools/out/serve/bench.md and bench.json.
+sentences (under NLPFORGE_DATASETS) over v2 infer (the baseline over its own /predict). Then a
+soak: a fresh nlpforge serve, 1,000 warm-up requests, then --soak requests at concurrency 32,
+resident memory measured before and after. Prints the CPU model and flags; writes
+bench.md and bench.json under --out (tools/out/serve), and the page ``--markdown FILE`` names
+(docs/benchmarks/serve.md). Without the data or an SST-2 run dir it says so and exits 0.
 
-    python tools/bench_serve.py [--threads N] [--requests 2000] [--seconds 20] [--soak 10000]
-                                [--reuse-export]
+    python tools/bench_serve.py [--threads N] [--requests 2000] [--seconds 20] [--rounds 3]
+                                [--levels 1,8,32,64] [--soak 10000] [--run DIR] [--out DIR]
+                                [--reuse-export] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -29,13 +38,16 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import command_line, cpu_line, write_markdown  # noqa: E402
 from loadgen import SST2, LEVELS, loopback_target, build_requests, read_texts, run_level, \
     run_levels, table  # noqa: E402
 
@@ -43,23 +55,26 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tools" / "out" / "serve"
 
 
-def model_dirs(reuse: bool = True) -> tuple[Path, Path]:
-    """(run dir, export dir): the full SST-2 run when it exists, else the subset one, exported
-    the way one ships it — ``--optimize extended --quantize int8`` (checked on the SST-2
-    validation set) — into tools/out/serve/export; ``reuse``: keep an export already there."""
+def find_run() -> Path | None:
+    """The full SST-2 run when it exists, else the subset one (None: neither)."""
     for name in ("sst2-full", "sst2"):
         run = ROOT / "tools" / "out" / name / "run"
         if (run / "config.json").is_file():
-            break
-    else:
-        sys.exit("bench_serve: no tools/out/sst2*/run; run tools/sst2_parity.py first")
-    export = OUT / "export"
+            return run
+    return None
+
+
+def model_dirs(run: Path, data: str, out: Path, reuse: bool = True) -> tuple[Path, Path]:
+    """(run dir, export dir): ``run`` exported the way one ships it — ``--optimize extended
+    --quantize int8`` (checked on ``data``) — into ``out``/export; ``reuse``: keep an export
+    already there."""
+    export = out / "export"
     if reuse and (export / "model.int8.onnx").is_file():
         return run, export
     command = [sys.executable, "-m", "nlpforge", "export", str(run), "--output", str(export),
                "--optimize", "extended", "--quantize", "int8", "--calibration-data",
-               str(SST2), "--overwrite"]
-    print("$", " ".join(command[1:]), flush=True)
+               data, "--overwrite"]
+    print("$ nlpforge", " ".join(command[3:]), flush=True)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"bench_serve: export failed:\n{result.stderr[-3000:]}")
@@ -211,96 +226,177 @@ def soak(export: Path, threads: int, texts: list[str], count: int) -> dict:
             "rss_growth_pct": round((after - before) / before * 100, 2)}
 
 
+def contenders(export: Path, run_dir: Path, threads: int) -> dict[str, tuple[Callable, str]]:
+    """The servers: name → (how to start one, the route loadgen sends to)."""
+    def baseline() -> Process:
+        port = free_port()
+        return Process([sys.executable, str(ROOT / "tools" / "serve_baseline.py"), str(run_dir),
+                        "--port", str(port), "--threads", str(threads)], port, "/health")
+
+    return {
+        "nlpforge serve": (lambda: nlpforge_serve(export, threads), "v2"),
+        "nlpforge serve --variant int8":
+            (lambda: nlpforge_serve(export, threads, "--variant", "int8"), "v2"),
+        "nlpforge serve --max-batch-size 1":
+            (lambda: nlpforge_serve(export, threads, "--max-batch-size", "1"), "v2"),
+        "FastAPI + HF pipeline": (baseline, "baseline"),
+    }
+
+
+#: (numerator, denominator, what the ratio compares) of each throughput ratio at 32 clients.
+RATIOS = (
+    ("nlpforge serve", "nlpforge serve --max-batch-size 1",
+     "dynamic batching alone: `nlpforge serve` vs the same server and model with "
+     "`--max-batch-size 1`"),
+    ("nlpforge serve", "FastAPI + HF pipeline",
+     "`nlpforge serve` (optimized ONNX graph on ONNX Runtime, dynamic batching) vs FastAPI + "
+     "HF pipeline (PyTorch fp32, one request per call): export, runtime, server and batching "
+     "together"),
+    ("nlpforge serve --variant int8", "FastAPI + HF pipeline",
+     "`nlpforge serve --variant int8` (dynamic int8 ONNX, dynamic batching) vs FastAPI + HF "
+     "pipeline (PyTorch fp32, one request per call): the same plus int8"),
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--requests", type=int, default=2000, help="most requests per level")
     parser.add_argument("--seconds", type=float, default=20.0, help="most seconds per level")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the contenders, in a rotating order")
+    parser.add_argument("--levels", default=",".join(map(str, LEVELS)),
+                        help="client concurrency levels (the ratios need 32)")
     parser.add_argument("--soak", type=int, default=10_000, help="soak requests (0: none)")
     parser.add_argument("--data", default=str(SST2))
+    parser.add_argument("--run", help="the SST-2 run dir (default: tools/out/sst2-full/run, "
+                                      "else tools/out/sst2/run)")
+    parser.add_argument("--out", default=str(OUT), help="results and the export [%(default)s]")
     parser.add_argument("--reuse-export", action="store_true",
-                        help="keep tools/out/serve/export when it is there")
+                        help="keep OUT/export when it is there")
+    parser.add_argument("--markdown", help="also write the report to this file "
+                                           "(docs/benchmarks/serve.md)")
     args = parser.parse_args()
-    run_dir, export = model_dirs(args.reuse_export)
+    run = Path(args.run) if args.run else find_run()
+    if not Path(args.data).is_file() or run is None or not (run / "config.json").is_file():
+        print(f"skipped: needs {args.data} (NLPFORGE_DATASETS) and an SST-2 run dir (--run, "
+              f"or tools/out/sst2*/run: tools/sst2_parity.py makes it)")
+        return
+    print(cpu_line(), flush=True)
+    out = Path(args.out)
+    run_dir, export = model_dirs(run, args.data, out, args.reuse_export)
     texts = read_texts(args.data)
-    report: dict = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    levels = [int(x) for x in args.levels.split(",")]
+    report: dict = {"command": command_line(), "cpu": cpu_line(),
                     "run_dir": str(run_dir), "export_dir": str(export), "threads": args.threads,
-                    "cpus": os.cpu_count(), "load_average_start": os.getloadavg()}
+                    "cpus": os.cpu_count(), "rounds": args.rounds,
+                    "load_average_start": os.getloadavg()}
     bounds = dict(max_requests=args.requests, max_seconds=args.seconds)
 
-    report["in_process"] = in_process_latency(export, args.threads, texts, 500)
-    print("in-process predictor:", report["in_process"], flush=True)
     report["paired"] = paired_overhead(export, args.threads, texts, 872)
     print("server vs in-process, paired:", report["paired"], flush=True)
-    contenders = [
-        ("nlpforge serve", lambda: nlpforge_serve(export, args.threads), "v2"),
-        ("nlpforge serve --variant int8",
-         lambda: nlpforge_serve(export, args.threads, "--variant", "int8"), "v2"),
-        ("nlpforge serve --max-batch-size 1",
-         lambda: nlpforge_serve(export, args.threads, "--max-batch-size", "1"), "v2"),
-        ("FastAPI + HF pipeline", lambda: Process(
-            [sys.executable, str(ROOT / "tools" / "serve_baseline.py"), str(run_dir),
-             "--port", str(port := free_port()), "--threads", str(args.threads)],
-            port, "/health"), "baseline"),
-    ]
-    report["servers"] = {}
-    for name, start, route in contenders:
-        server = start()
-        try:
-            results = run_levels(server.url, route, "sst2", texts, LEVELS, **bounds)
-        finally:
-            server.stop()
-        report["servers"][name] = results
-        print(f"\n{name}\n{table(results)}", flush=True)
+    servers = contenders(export, run_dir, args.threads)
+    names = ["in-process", *servers]
+    rounds: dict[str, list] = {name: [] for name in names}
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}", flush=True)
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if name == "in-process":
+                rounds[name].append(in_process_latency(export, args.threads, texts, 500))
+                print("  in-process predictor:", rounds[name][-1], flush=True)
+                continue
+            start, route = servers[name]
+            server = start()
+            try:
+                results = run_levels(server.url, route, "sst2", texts, levels, **bounds)
+            finally:
+                server.stop()
+            rounds[name].append(results)
+            print(f"\n  {name}\n{table(results)}", flush=True)
+    report["in_process"] = {k: round(statistics.median(r[k] for r in rounds["in-process"]), 2)
+                            for k in rounds["in-process"][0]}
+    report["rounds_results"] = {name: rounds[name] for name in servers}
+    report["servers"] = {name: median_levels(rounds[name]) for name in servers}
     if args.soak:
         report["soak"] = soak(export, args.threads, texts, args.soak)
         print("\nsoak:", report["soak"], flush=True)
     report["load_average_end"] = os.getloadavg()
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    (OUT / "bench.md").write_text(render(report))
-    print("\n" + render(report))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    body = render(report)
+    for path in [out / "bench.md", *([args.markdown] if args.markdown else [])]:
+        write_markdown(path, "nlpforge serve benchmark", body, command=report["command"],
+                       cpu=report["cpu"])
+    print("\n" + body)
+
+
+def median_levels(rounds: list[list[dict]]) -> list[dict]:
+    """One row per concurrency level: the median of the rounds' figures; requests, answers
+    and errors summed over the rounds."""
+    out = []
+    for rows in zip(*rounds):
+        errors: dict[str, int] = {}
+        for row in rows:
+            for code, count in row["errors"].items():
+                errors[code] = errors.get(code, 0) + count
+        merged = {k: round(statistics.median(row[k] for row in rows), 2)
+                  for k in ("seconds", "throughput", "p50_ms", "p95_ms", "p99_ms")}
+        merged.update({k: sum(row[k] for row in rows) for k in ("requests", "ok")})
+        out.append({"concurrency": rows[0]["concurrency"], **merged, "errors": errors})
+    return out
 
 
 def throughput_at(results: list[dict], concurrency: int) -> float:
     return next(r["throughput"] for r in results if r["concurrency"] == concurrency)
 
 
+def ratio_cell(report: dict, numerator: str, denominator: str, concurrency: int = 32) -> str:
+    """The median over the rounds of one round's throughput ratio, with its range."""
+    rounds = report.get("rounds_results") or {k: [v] for k, v in report["servers"].items()}
+    each = sorted(throughput_at(a, concurrency) / throughput_at(b, concurrency)
+                  for a, b in zip(rounds[numerator], rounds[denominator]))
+    spread = f" (rounds {each[0]:.2f}-{each[-1]:.2f})" if len(each) > 1 else ""
+    return (f"{throughput_at(report['servers'][numerator], concurrency):.1f} vs "
+            f"{throughput_at(report['servers'][denominator], concurrency):.1f} req/s: "
+            f"{statistics.median(each):.2f}x{spread}")
+
+
 def render(report: dict) -> str:
     servers = report["servers"]
-    batched, single, baseline, int8 = (servers[k] for k in (
-        "nlpforge serve", "nlpforge serve --max-batch-size 1", "FastAPI + HF pipeline",
-        "nlpforge serve --variant int8"))
-    c1 = next(r for r in batched if r["concurrency"] == 1)
-    lines = ["# nlpforge serve benchmark\n",
-             f"`{report['command']}` — export `{report['export_dir']}`, {report['threads']} "
-             f"threads per contender, {report['cpus']} CPUs, load average at start "
-             f"{report['load_average_start'][0]:.2f}, at end {report['load_average_end'][0]:.2f}.\n",
-             "| claim | measured |", "| --- | --- |",
-             f"| throughput at 32 clients, batching vs --max-batch-size 1 | "
-             f"{throughput_at(batched, 32) / throughput_at(single, 32):.2f}x |",
-             f"| throughput at 32 clients, batching vs FastAPI + HF pipeline | "
-             f"{throughput_at(batched, 32) / throughput_at(baseline, 32):.2f}x |",
-             f"| the same with the export's int8 variant (`--variant int8`) | "
-             f"{throughput_at(int8, 32) / throughput_at(baseline, 32):.2f}x |",
-             f"| p50 at concurrency 1: server {c1['p50_ms']} ms vs in-process "
-             f"{report['in_process']['p50_ms']} ms | "
-             f"{c1['p50_ms'] - report['in_process']['p50_ms']:+.2f} ms |"]
+    rounds = report.get("rounds", 1)
+    lines = [f"Export `{report['export_dir']}`, {report['threads']} threads per contender, "
+             f"{report['cpus']} CPUs, {rounds} rounds in a rotating order (tables: the median of "
+             f"the rounds per level, requests summed; ratios: the median of the rounds' ratios "
+             f"and their range), "
+             f"load average at start {report['load_average_start'][0]:.2f}, at end "
+             f"{report['load_average_end'][0]:.2f}.\n",
+             "| what is compared | measured |", "| --- | --- |"]
+    has_32 = all(any(r["concurrency"] == 32 for r in rows) for rows in servers.values())
+    for numerator, denominator, label in RATIOS if has_32 else ():
+        lines.append(f"| throughput at 32 clients, {label} | "
+                     f"{ratio_cell(report, numerator, denominator)} |")
+    c1 = next((r for r in servers["nlpforge serve"] if r["concurrency"] == 1), None)
+    if c1:
+        lines.append(f"| p50 at concurrency 1, `nlpforge serve` vs the in-process predictor "
+                     f"(separate processes): server {c1['p50_ms']} ms vs in-process "
+                     f"{report['in_process']['p50_ms']} ms | "
+                     f"{c1['p50_ms'] - report['in_process']['p50_ms']:+.2f} ms |")
     if "paired" in report:
         pair = report["paired"]
-        lines.append(f"| p50 at concurrency 1, side by side (one client, the same sentences "
-                     f"both ways in alternating blocks, {pair['calls_each']} calls each): "
-                     f"server {pair['server_p50_ms']} ms vs in-process "
-                     f"{pair['in_process_p50_ms']} ms | {pair['difference_ms']:+.2f} ms |")
+        lines.append(f"| p50 at concurrency 1, `nlpforge serve` vs the in-process predictor side "
+                     f"by side (one client, the same sentences both ways in alternating blocks, "
+                     f"{pair['calls_each']} calls each): server {pair['server_p50_ms']} ms vs "
+                     f"in-process {pair['in_process_p50_ms']} ms | "
+                     f"{pair['difference_ms']:+.2f} ms |")
     inp = report["in_process"]
     if "batching_ceiling" in inp:
-        lines.append(f"| ceiling: the model alone, one sentence per run "
+        lines.append(f"| ceiling of batching, the model alone (no server): one sentence per run "
                      f"{inp['single_ms_per_sentence']} ms vs length-sorted batches of 32 "
                      f"{inp['batched_ms_per_sentence']} ms per sentence | "
                      f"{inp['batching_ceiling']:.2f}x |")
     if "soak" in report:
         s = report["soak"]
-        lines.append(f"| soak: {s['requests']} requests at 32 clients | errors "
+        lines.append(f"| soak: {s['requests']} requests at 32 clients to `nlpforge serve` | errors "
                      f"{s['errors'] or 'none'}, RSS {s['rss_before_mb']} → {s['rss_after_mb']} "
                      f"MB ({s['rss_growth_pct']:+.2f}%) |")
     for name, results in servers.items():

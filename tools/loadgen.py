@@ -8,6 +8,9 @@ p50/p95/p99 latency per level. Targets other than loopback addresses are refused
     python tools/loadgen.py http://127.0.0.1:8000 --model sentiment \\
         [--route v2|v1|baseline] [--data sentences.jsonl] [--concurrency 1,8,32,64] \\
         [--requests 2000] [--seconds 30] [--warmup 50] [--json out.json]
+
+--data defaults to SST-2's validation set under NLPFORGE_DATASETS (default ../shared/datasets);
+without it the tool says so and exits 0.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sst2" / "validation.jsonl"
+#: SST-2's validation sentences, under NLPFORGE_DATASETS (default ../shared/datasets).
+SST2 = Path(os.environ.get("NLPFORGE_DATASETS", Path(__file__).resolve().parents[2] / "shared"
+                           / "datasets")) / "sst2" / "validation.jsonl"
 LEVELS = (1, 8, 32, 64)
 
 #: route → (path of model NAME, JSON body of one text)
@@ -198,6 +203,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.route != "baseline" and not args.model:
         parser.error("--model is needed for the v1 and v2 routes")
+    if not Path(args.data).is_file():
+        print(f"loadgen: skipped: {args.data} not found (set NLPFORGE_DATASETS or --data)")
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
     results = run_levels(args.url, args.route, args.model, read_texts(args.data), levels,
                          args.requests, args.seconds, args.warmup,
