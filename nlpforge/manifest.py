@@ -91,8 +91,11 @@ class Manifest(TypedDict, total=False):
     #: Variant name (fp32, optimized, int8, fp16) → its ``file``, ``files``, ``precision``
     #: and ``validation`` (a report, or the name of the field that holds it).
     variants: dict[str, dict[str, Any]]
-    #: The variant ``nlpforge.load`` runs unless told otherwise.
+    #: The variant ``nlpforge.load`` runs unless told otherwise (or tuned on this CPU).
     default_variant: str
+    #: Generative exports with ``--optimize``: fp32 and optimized generation timed in turns on
+    #: the machine that exported (``seconds``, ``workload``, ``cpu``); the faster is the default.
+    default_choice: dict[str, Any]
     #: ``--optimize``: the level and passes applied, or None.
     optimization: dict[str, Any] | None
     #: ``--quantize``: the method, its validation and the task-metric quality gate, or None.
