@@ -53,8 +53,16 @@ def describe(results: dict) -> list[str]:
     lines = [f"{results['threads']} threads per contender, {rounds} rounds, {rows} SST-2 "
              f"validation rows. Medians; every contender in its own process, in turns. "
              f"Load average before/after: {results['load_before']} / {results['load_after']}."]
-    if results.get("gpu"):
-        lines.append(f"GPU: {results['gpu']}.")
+    if results.get("device") == "cuda":
+        return lines + [f"GPU: {results['gpu']}.", "",
+                        "Every end-to-end loop does the same work: tokenize, sort the rows by "
+                        "token count, batches of 32 padded to their own longest row, the model, "
+                        "argmax, labels in input order. `pytorch-*`: "
+                        "AutoModelForSequenceClassification on the GPU in inference mode (fp16: "
+                        "`model.half()`), inputs copied to the GPU and logits back like ONNX "
+                        "Runtime's; `nlpforge-*`: `nlpforge.load(EXPORT, device=\"cuda\", "
+                        "variant=...)` on ONNX Runtime's CUDA provider (fp16: the export's "
+                        "`--fp16` variant)."]
     lines += ["", "Every end-to-end loop but the pipeline's does the same work: tokenize, sort "
               "the rows by token count, batches of 32 padded to their own longest row, the "
               "model, argmax, labels in input order. `pytorch-*`: "
