@@ -46,9 +46,22 @@ def manifest_of(directory: Path) -> dict:
 
 # -- variants ---------------------------------------------------------------------------------
 
+def test_the_optimized_graph_is_the_default_only_where_it_is_faster(trained_run, tmp_path):
+    from nlpforge.export.onnx import export_run
+
+    manifest = export_run(str(trained_run), str(tmp_path / "x"), optimize="extended")
+    choice = manifest["default_choice"]  # fp32 and optimized timed in turns at export
+    assert manifest["default_variant"] == choice["variant"] in ("fp32", "optimized")
+    assert choice["seconds"][choice["variant"]] == min(choice["seconds"].values())
+    assert set(choice["seconds"]) == {"fp32", "optimized"}
+    assert choice["cpu"]["model"] and "batch 1 and 32" in choice["workload"]
+    assert manifest_of(tmp_path / "x")["default_variant"] == choice["variant"]
+
+
 def test_every_variant_is_written_and_validated(full):
     manifest = manifest_of(full)
-    assert manifest["default_variant"] == "optimized"
+    # A Triton entry is served elsewhere (often a GPU): nothing is timed on the exporting CPU
+    assert manifest["default_variant"] == "optimized" and "default_choice" not in manifest
     files = {v["file"] for v in manifest["variants"].values()}
     assert files == {"model.onnx", "model.optimized.onnx", "model.int8.onnx", "model.fp16.onnx"}
     assert all((full / f).is_file() for f in files)

@@ -72,7 +72,8 @@ def checkpoint_options(func: Any) -> Any:
 @click.option("--max-queue-delay-us", type=int, default=100, show_default=True,
               help="Triton: how long dynamic batching waits to fill a batch.")
 @click.option("--triton-variant", type=click.Choice(VARIANTS),
-              help="Triton: the model file served (default: optimized if made, else fp32).")
+              help="Triton: the model file served (default: optimized if made, else fp32; nothing "
+                   "is timed for a Triton entry).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export dir.")
 @checkpoint_options
 def export(model: str, output: str, format_: str, optimize: str, quantize: str,

@@ -43,7 +43,8 @@ from nlpforge.errors import UsageError
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--variant", type=click.Choice(["fp32", "optimized"]),
-              help="Which graphs to run (default: the export's default, optimized when made).")
+              help="Which graphs to run (default: the export's default, optimized when made "
+                   "and faster on the machine that exported it).")
 def generate(export_dir: str, prompts: tuple[str, ...], input_file: str | None,
              stream: bool, as_json: bool, batch_size: int, device: str, threads: int | None,
              variant: str | None, **settings: object) -> None:

@@ -60,9 +60,9 @@ _ORIGIN = re.compile(r"https?://[^/\s]+")
                    "Prefer the NLPFORGE_SERVE_TOKEN variable: options show in ps.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, help="ONNX Runtime CPU threads per model (default: all).")
-@click.option("--variant", type=click.Choice(["fp32", "optimized", "int8", "fp16"]),
-              help="The model file of each export to serve (default: optimized if exported, "
-                   "else fp32).")
+@click.option("--variant", type=click.Choice(["fp32", "optimized", "int8", "fp16", "tuned"]),
+              help="The model file of each export to serve (default: the tuned variant on the "
+                   "CPU it was tuned on, else the export's default).")
 @click.option("--shutdown-timeout-s", type=Finite(0, 86_400, min_open=True), default=30.0,
               show_default=True,
               help="On SIGTERM, how long requests in flight may take to finish.")

@@ -25,6 +25,7 @@ from nlpforge.errors import ExportError, UsageError
 from nlpforge.export import files
 from nlpforge.export.convert import exporter_error, quiet_exporter
 from nlpforge.export.optimize import Check, Pass, optimize
+from nlpforge.export.timing import faster
 from nlpforge.manifest import Manifest, write_manifest
 
 DEFAULT_OPSET = 17
@@ -186,37 +187,22 @@ def optimize_graphs(target: Path, checks: dict[str, Check], opts: Any,
     return {"level": opts.optimize, "portable": opts.optimize != "all", "graphs": records}, names
 
 
-#: Generation timed to pick a generative export's default: (batch, new tokens), greedy.
-DEFAULT_WORKLOAD = ((1, 16), (4, 16))
-
-
-def faster_default(target: Path, rounds: int = 3) -> dict[str, Any]:
+def faster_default(target: Path) -> dict[str, Any]:
     """``--optimize`` on a generative export: the fused graphs stay the default only if they
-    generate faster than the fp32 graphs on this machine (fusions made T5's graphs twice as
-    slow on an AMX Xeon). Both variants run greedy in turns (the same tokens: each was
-    validated against PyTorch); returns the choice with the medians and the CPU."""
-    import statistics
-
+    generate faster than the fp32 graphs here (``timing.faster``); both give the same greedy
+    tokens (each was validated against PyTorch)."""
     from nlpforge.runtime.generation.generator import Generator
-    from nlpforge.runtime.host import cpu_fingerprint
 
     generators = {v: Generator.load(target, device="cpu", variant=v)
                   for v in ("fp32", "optimized")}
-    prompt = next(iter(generators.values())).task.example_request()
-    seconds: dict[str, list[float]] = {v: [] for v in generators}
-    for generator in generators.values():
-        generator.generate([prompt], max_new_tokens=2)  # warm-up
-    for turn in range(rounds):
-        for name in (list(generators) if turn % 2 == 0 else list(generators)[::-1]):
-            start = time.perf_counter()
-            for batch, tokens in DEFAULT_WORKLOAD:
-                generators[name].generate([prompt] * batch, max_new_tokens=tokens,
-                                          min_new_tokens=tokens)
-            seconds[name].append(time.perf_counter() - start)
-    median = {v: round(statistics.median(t), 4) for v, t in seconds.items()}
-    return {"variant": min(median, key=median.get), "seconds": median,
-            "workload": "greedy; batch 1 and 4, 16 new tokens each; median of "
-                        f"{rounds} turns", "cpu": cpu_fingerprint()}
+    prompt = generators["fp32"].task.example_request()
+
+    def run(generator: Any) -> Callable[[], Any]:
+        return lambda: [generator.generate([prompt] * batch, max_new_tokens=16,
+                                           min_new_tokens=16) for batch in (1, 4)]
+
+    return faster({v: run(g) for v, g in generators.items()},
+                  "greedy, batch 1 and 4, 16 new tokens each")
 
 
 def with_optimized(record: dict[str, Any], optimization: dict[str, Any],

@@ -32,6 +32,7 @@ from nlpforge.export.optimize import LEVELS, optimize
 from nlpforge.export.quality import int8_validation, quality_data, run_validation_file
 from nlpforge.export.quantize import quantize_int8
 from nlpforge.export.run_checks import check_run
+from nlpforge.export.timing import faster
 from nlpforge.export.triton import VERSION, TritonOptions, write_config
 from nlpforge.export.validate import (Features, Runner, compare, differences, encoder_cases,
                                       encoder_features, memoized, onnx_runner)
@@ -207,6 +208,9 @@ UNTRACEABLE_ENCODERS = {
     "canine": "its character-level local attention loops in Python over the text in chunks "
               "of local_transformer_stride characters (and repeats the downsampled molecules "
               "by the length's remainder), so a traced graph holds for one text length only",
+    "funnel": "its relative-position attention builds its position tables from Python lists "
+              "over the text length (range(seq_len), kept static on purpose) and pools them "
+              "with Python strides, so a traced graph holds for one text length only",
     "nystromformer": "its Nystrom attention reshapes every text into num_landmarks segments "
                      "of segment_means_seq_len // num_landmarks tokens (a length fixed by the "
                      "config), so it runs on texts of exactly segment_means_seq_len tokens only",
@@ -258,6 +262,10 @@ def export_encoder(run_dir: str, output: str, opts: ExportOptions, manifest: Man
                 check = variant["validation"]
                 if not (isinstance(check, dict) and check["mode"] == "structural"):
                     _smoke_test(target, name)  # a structurally checked model cannot run here
+            if "optimized" in record["variants"] and not triton:
+                record["default_choice"] = _faster_default(target, signature, tokenizer)
+                record["default_variant"] = record["default_choice"]["variant"]
+                write_manifest(target, record)
             shutil.rmtree(work)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
@@ -394,6 +402,23 @@ def _torch_reference(wrapper: ExportWrapper, signature: Signature) -> Runner:
         return {n: t.float().numpy() for n, t in zip(signature.outputs, out)}
 
     return reference
+
+
+def _faster_default(target: Path, signature: Signature, tokenizer: Any) -> dict[str, Any]:
+    """``--optimize``: the fused graph stays the default only if it runs faster than the fp32
+    one on this machine (``timing.faster``), at batch 1 and 32 of 64 tokens."""
+    from nlpforge.runtime.providers import make_session
+
+    vocab = max(tokenizer.backend.get_vocab_size(), 2)
+    shapes = [encoder_features(signature.inputs, batch, min(64, tokenizer.max_length), vocab,
+                               padded=batch > 1, seed=5) for batch in (1, 32)]
+
+    def run(path: Path) -> Any:
+        session = make_session(str(path), device="cpu")
+        return lambda: [session.run(None, features) for features in shapes]
+
+    return faster({name: run(target / VARIANT_FILES[name]) for name in ("fp32", "optimized")},
+                  "batch 1 and 32 of 64 tokens")
 
 
 def _smoke_test(directory: Path, variant: str) -> None:
