@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import cpu_line
 from evidence import DATASETS, ROOT, minilm, nlpforge
 
 LABELS = ["negative", "positive"]
@@ -72,16 +73,6 @@ def torch_predictions(checkpoint: Path, data: list[dict]) -> list[str]:
     return out
 
 
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), "unknown CPU")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
-                  if line.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(wanted)})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-rows", type=int, default=4000)
@@ -117,7 +108,7 @@ def main() -> None:
            (out / "onnx_predictions.jsonl").read_text().splitlines() if line]
     torch_accuracy = sum(p == r["label"] for p, r in zip(expected, data)) / len(data)
     result = {
-        "cpu": cpu(), "rows": len(data), "train_rows": args.train_rows,
+        "cpu": cpu_line(), "rows": len(data), "train_rows": args.train_rows,
         "fine_tune_seconds": round(tuned, 1), "detected_task": shown["task"],
         "picked_by": shown["picked_by"],
         "pytorch_accuracy": round(100 * torch_accuracy, 2),
