@@ -27,6 +27,7 @@ from nlpforge.errors import ExportError, NlpforgeError, UsageError
 from nlpforge.export import checkpoint, files
 from nlpforge.export.convert import (ExportWrapper, eager_attention, exporter_error, to_onnx,
                                      vocab_size)
+from nlpforge.export.decoder_arch import prepare_model
 from nlpforge.export.fp16 import RELATIVE_TOLERANCE, convert_fp16, validate_fp16
 from nlpforge.export.optimize import LEVELS, optimize
 from nlpforge.export.quality import int8_validation, quality_data, run_validation_file
@@ -239,6 +240,7 @@ def export_encoder(run_dir: str, output: str, opts: ExportOptions, manifest: Man
                                         and not run_validation_file(manifest)):
         data = quality_data(opts.calibration_data, manifest, task)
     eager_attention(model)
+    prepare_model(model)  # mixture-of-experts layers: experts gathered by index, not looped
     model.eval()
     signature = task.export_signature(manifest.get("model_inputs", []))
     wrapper = ExportWrapper(task, model, signature).eval()

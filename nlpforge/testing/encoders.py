@@ -175,7 +175,7 @@ TINY_ENCODERS: dict[str, dict] = {
                "layer_types": ["sliding_attention", "full_attention"]},
     "gpt2": {"n_inner": 64},
     "gpt_bigcode": {"n_inner": 64},
-    "gpt_neo": {"num_layers": 2, "num_heads": 2, "attention_types": [[["global", "local"], 1]],
+    "gpt_neo": {"num_hidden_layers": 2, "attention_types": [[["global", "local"], 1]],
                 "window_size": 6},
     "gpt_neox": {},
     "gptj": {"n_inner": 64, "rotary_dim": 4},
