@@ -522,8 +522,11 @@ def main() -> None:
         return
     if args.device == "cuda" and (problem := cuda_problem()):
         sys.exit(f"bench_inference: --device cuda refused: {problem}")
-    if not ((DATA / "validation.jsonl").is_file() and (Path(args.run) / "nlpforge.json").is_file()):
-        print(f"skipped: needs {DATA / 'validation.jsonl'} and a finished run dir {args.run}")
+    model_dir = Path(args.run)  # a run dir of nlpforge train, or a save_pretrained checkpoint
+    if not ((DATA / "validation.jsonl").is_file() and any(
+            (model_dir / name).is_file() for name in ("nlpforge.json", "config.json"))):
+        print(f"skipped: needs {DATA / 'validation.jsonl'} and a finished run dir or a "
+              f"checkpoint at {args.run}")
         return
     out.mkdir(parents=True, exist_ok=True)
     table = contenders_of(args.device)
