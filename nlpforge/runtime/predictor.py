@@ -117,11 +117,12 @@ class Predictor:
         return out
 
     def _token_counts(self, rows: list[dict], chunk: int = 1024) -> list[int]:
-        """Tokens per row (the task's attention mask), or a character count where the task
-        has no mask or its features are not one row per row (windows, a sentence pair as
-        two feature rows)."""
+        """Tokens per row: the task's attention mask; where the task's features are not one
+        row per row (windows, a sentence pair as two feature rows), the tokens of the row's
+        texts (cut at the maximum length); a character count where neither is known."""
         if self.task.splits_rows:
-            return [row_size(row) for row in rows]
+            texts = [" ".join(v for v in row.values() if isinstance(v, str)) for row in rows]
+            return [len(e.ids) for e in self.tokenizer.encode(texts)]
         counts: list[int] = []
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
