@@ -104,7 +104,7 @@ def test_a_candidate_that_fails_its_check_is_never_chosen(export_copy):
     assert not record["candidate"].startswith("optimized")
 
 
-def test_without_labelled_rows_int8_needs_force(export_copy):
+def test_without_labelled_rows_int8_is_gated_by_the_cosine_of_its_outputs(export_copy):
     from nlpforge.export.tune import tune
 
     record = tune(export_copy, None, **FAST)  # the run's validation file is recorded: hide it
@@ -113,12 +113,17 @@ def test_without_labelled_rows_int8_needs_force(export_copy):
     manifest["provenance"]["validation_file"] = None
     manifest["training"]["validation"] = None
     (export_copy / "nlpforge.json").write_text(json.dumps(manifest))
-    record = tune(export_copy, None, **FAST)
+    record = tune(export_copy, None, min_cosine=1.01, **FAST)  # no int8 can pass
     assert record["data"] == "synthetic texts" and record["labelled"] is False
-    assert not any(c["lossy"] for c in record["candidates"].values()
-                   if not c["file"].startswith("model.int8"))
-    forced = tune(export_copy, None, force=True, **FAST)
-    assert forced["candidates"]["int8-static/default"]["check"]["skipped"].startswith("no label")
+    for candidate in record["candidates"].values():
+        if candidate["lossy"]:
+            check = candidate["check"]
+            assert check["mode"] == "output-cosine" and check["passed"] is False
+            assert -1.0 <= check["min_cosine"] <= 1.0 + 1e-9
+    assert not record["candidate"].startswith("int8")
+    forced = tune(export_copy, None, min_cosine=1.01, force=True, **FAST)
+    static = forced["candidates"]["int8-static/default"]["check"]
+    assert static["forced"] is True and static["passed"] is True
 
 
 def test_retuning_replaces_the_tuned_file(export_copy):

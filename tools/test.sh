@@ -18,7 +18,7 @@ set -e
 # arguments (a targeted run).
 if [ $# -eq 0 ] && [ "${NLPFORGE_MATRIX:-1}" != "0" ]; then
     set +e
-    timeout "${NLPFORGE_MATRIX_TIMEOUT:-1800}" python -m pytest -m matrix -q \
+    timeout "${NLPFORGE_MATRIX_TIMEOUT:-2700}" python -m pytest -m matrix -q \
         tests/test_encoder_matrix.py tests/test_decoder_matrix.py tests/test_seq2seq_matrix.py
     status=$?
     set -e

@@ -22,25 +22,29 @@ import click
               help="Rows per second over batches, or batch-1 latency.")
 @click.option("--max-metric-drop", type=float, default=1.0, show_default=True,
               help="Most points of the task's primary metric an int8 candidate may lose.")
+@click.option("--min-cosine", type=float, default=0.99, show_default=True,
+              help="Without labelled rows: the lowest cosine of an int8 candidate's outputs "
+                   "to fp32's, row by row.")
 @click.option("--force", is_flag=True,
-              help="Measure int8 candidates without labelled rows (no quality gate).")
+              help="Keep int8 candidates that fail their quality check (recorded).")
 @click.option("-v", "--verbose", is_flag=True, help="Each candidate's check and timing.")
 def tune(export_dir: str, data: str | None, rows: int, rounds: int, batch_size: int,
-         threads: int | None, objective: str, max_metric_drop: float, force: bool,
-         verbose: bool) -> None:
+         threads: int | None, objective: str, max_metric_drop: float, min_cosine: float,
+         force: bool, verbose: bool) -> None:
     """Measure EXPORT_DIR's candidate variants on this CPU and record the fastest.
 
     Candidates: the fp32 graph and the export's variants with ONNX Runtime's fusions on and
-    off, dynamic and static int8 (gated by the task metric on labelled rows), then thread
-    count and spinning. The winner becomes the 'tuned' variant, which nlpforge.load runs on
-    a CPU with the same fingerprint (model and instruction-set flags).
+    off, dynamic and static int8 (gated by the task metric on labelled rows, else by the
+    cosine of their outputs to fp32's), then thread count and spinning. The winner becomes
+    the 'tuned' variant, which nlpforge.load runs on a CPU with the same fingerprint (model
+    and instruction-set flags).
     """
     from nlpforge.export.tune import tune as run_tune
 
+    report = (lambda line: click.echo(line, err=True)) if verbose else (lambda line: None)
     record = run_tune(export_dir, data, rows=rows, rounds=rounds, batch_size=batch_size,
                       threads=threads, objective=objective, max_metric_drop=max_metric_drop,
-                      force=force, log=(lambda line: click.echo(line, err=True)) if verbose
-                      else (lambda line: None))
+                      min_cosine=min_cosine, force=force, log=report)
     click.echo(json.dumps(summary(record), indent=2))
 
 

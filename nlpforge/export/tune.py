@@ -16,8 +16,9 @@ AVX2-only EPYC the balance is different again. So nothing here is a constant tun
    the rows), with and without the attention's activation-by-activation products quantized.
 3. **Checks**: a lossless candidate (same weights, other fusions) must give the fp32 graph's
    outputs within the export's ``atol``; a lossy one must lose at most ``max_metric_drop``
-   points of the task's primary metric on labelled rows (without labelled rows, lossy
-   candidates are measured only with ``force``).
+   points of the task's primary metric on labelled rows, or without labelled rows keep every
+   row's outputs at a cosine of at least ``min_cosine`` to fp32's (``force`` keeps a lossy
+   candidate that fails, recorded as forced).
 4. **Measurement**: every candidate's session stays open and the candidates run in turns,
    ``rounds`` times (the median counts), so a busy spell of the machine does not land on one.
    Then the winner's thread count and spinning are measured the same way.
@@ -100,7 +101,8 @@ class Workload:
 
 def tune(directory: str | os.PathLike, data: str | None = None, *, rows: int = 256,
          rounds: int = 3, batch_size: int = 32, threads: int | None = None,
-         objective: str = "throughput", max_metric_drop: float = 1.0, force: bool = False,
+         objective: str = "throughput", max_metric_drop: float = 1.0,
+         min_cosine: float = 0.99, force: bool = False,
          log: Callable[[str], Any] = lambda line: None) -> dict[str, Any]:
     """Measure ``directory``'s candidates on this machine; write the ``tuned`` variant and the
     manifest's ``tuning`` record; return that record."""
@@ -123,12 +125,11 @@ def tune(directory: str | os.PathLike, data: str | None = None, *, rows: int = 2
     threads = threads or os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix=".tune-", dir=directory))
     try:
-        candidates = _candidates(directory, manifest, work, workload, labelled is not None or
-                                 force)
+        candidates = _candidates(directory, manifest, work, workload)
         reference = _outputs(directory / manifest["io"]["model"], {}, workload, threads)
         kept = _check(candidates, reference, workload, task, tokenizer, labelled,
                       float((manifest.get("validation") or {}).get("atol", 1e-4)),
-                      max_metric_drop, threads, log)
+                      max_metric_drop, min_cosine, force, threads, log)
         _measure(kept, workload, threads, rounds, log)
         best = _best(kept, objective)
         for candidate in candidates:
@@ -197,8 +198,8 @@ def _synthetic(task: Any, tokenizer: Tokenizer, rows: int) -> list[dict]:
 
 # -- candidates --------------------------------------------------------------------------------
 
-def _candidates(directory: Path, manifest: Manifest, work: Path, workload: Workload,
-                lossy: bool) -> list[Candidate]:
+def _candidates(directory: Path, manifest: Manifest, work: Path,
+                workload: Workload) -> list[Candidate]:
     fp32 = directory / manifest["io"]["model"]
     out = [Candidate(f"fp32/{name}", fp32, settings, False)
            for name, settings in {**SETTINGS, **FP32_SETTINGS}.items()]
@@ -208,8 +209,6 @@ def _candidates(directory: Path, manifest: Manifest, work: Path, workload: Workl
         out += [Candidate(f"{name}/{s}", directory / entry["file"], settings,
                           entry.get("precision") != "fp32")
                 for s, settings in SETTINGS.items()]
-    if not lossy:
-        return out
     flags = cpu_fingerprint()["flags"]
     vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
     made = {"int8-dynamic-per-tensor": lambda p: _dynamic(fp32, p, work, False, False),
@@ -299,11 +298,21 @@ def _run(session: Any, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     return dict(zip(outputs, session.run(outputs, {n: features[n] for n in names})))
 
 
+def _row_cosines(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """The cosine similarity of each row (first axis) of two outputs, flattened per row."""
+    a = expected.reshape(len(expected), -1).astype(np.float64)
+    b = got.reshape(len(got), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+
+
 def _check(candidates: list[Candidate], reference: list[dict[str, np.ndarray]],
            workload: Workload, task: Any, tokenizer: Tokenizer, labelled: list[dict] | None,
-           atol: float, max_drop: float, threads: int,
+           atol: float, max_drop: float, min_cosine: float, force: bool, threads: int,
            log: Callable[[str], Any]) -> list[Candidate]:
-    """The candidates that pass their check (each has its session open afterwards)."""
+    """The candidates that pass their check (each has its session open afterwards): lossless
+    ones within ``atol`` of fp32; lossy ones by the task metric on labelled rows, else by the
+    cosine of each row's outputs to fp32's. ``force`` keeps a lossy one that fails."""
     from nlpforge.export.quality import drop_points
     from nlpforge.runtime.batching import predict_rows
 
@@ -329,8 +338,13 @@ def _check(candidates: list[Candidate], reference: list[dict[str, np.ndarray]],
             candidate.check = {"mode": "outputs", "max_abs_diff": round(worst, 8),
                                "atol": atol, "passed": worst <= atol}
         elif labelled is None:
-            candidate.check = {"mode": "task-metric", "passed": True, "forced": True,
-                               "skipped": "no labelled rows (--force)"}
+            low = 1.0
+            for expected, batch in zip(reference, workload.batches):
+                got = run(batch)
+                low = min([low] + [_row_cosines(v, got[k]).min() for k, v in expected.items()
+                                   if v.size])
+            candidate.check = {"mode": "output-cosine", "min_cosine": round(float(low), 6),
+                               "bound": min_cosine, "passed": bool(low >= min_cosine)}
         else:
             if baseline is None:
                 fp32 = next(c for c in candidates if c.name == "fp32/default")
@@ -342,6 +356,8 @@ def _check(candidates: list[Candidate], reference: list[dict[str, np.ndarray]],
                                "before": round(float(baseline[metric]), 6),
                                "after": round(float(after[metric]), 6), "drop_points": drop,
                                "max_drop_points": max_drop, "passed": drop <= max_drop}
+        if force and not candidate.check["passed"]:
+            candidate.check.update(passed=True, forced=True)
         if candidate.check["passed"]:
             kept.append(candidate)
         else:
