@@ -13,7 +13,7 @@ while a wrong graph (a weight off, a mask ignored) is off by far more than float
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -70,6 +70,18 @@ def encoder_cases(names: Sequence[str], vocab_size: int, max_length: int,
             for seed, (label, b, n, pad, pair) in enumerate(specs)]
 
 
+def _each_output(cases: list[tuple[str, Features]], reference: Runner, candidate: Runner,
+                 shapes: list[dict]) -> Iterator[tuple[str, Features, str, np.ndarray,
+                                                      np.ndarray, float]]:
+    """(case, features, output, reference value, candidate value, max abs diff) of every
+    output of every case; appends each case's input shapes to ``shapes``."""
+    for label, features in cases:
+        expected, actual = reference(features), candidate(features)
+        shapes.append({"case": label, **{k: list(v.shape) for k, v in features.items()}})
+        for name, want in expected.items():
+            yield label, features, name, want, actual[name], _max_diff(actual[name], want)
+
+
 def differences(cases: list[tuple[str, Features]], reference: Runner,
                 candidate: Runner) -> tuple[dict[str, float], list[dict], list[tuple[str, str, float]]]:
     """Max abs difference per output, the shapes tried, and (output, case, diff) of every case.
@@ -77,15 +89,11 @@ def differences(cases: list[tuple[str, Features]], reference: Runner,
     A shape mismatch is reported with an infinite difference.
     """
     worst: dict[str, float] = {}
-    shapes = []
+    shapes: list[dict] = []
     per_case = []
-    for label, features in cases:
-        expected, actual = reference(features), candidate(features)
-        shapes.append({"case": label, **{k: list(v.shape) for k, v in features.items()}})
-        for name, want in expected.items():
-            diff = _max_diff(actual[name], want)
-            worst[name] = max(worst.get(name, 0.0), diff)
-            per_case.append((name, label, diff))
+    for label, _, name, _, _, diff in _each_output(cases, reference, candidate, shapes):
+        worst[name] = max(worst.get(name, 0.0), diff)
+        per_case.append((name, label, diff))
     return worst, shapes, per_case
 
 
@@ -105,31 +113,29 @@ def compare(cases: list[tuple[str, Features]], reference: Runner, candidate: Run
     per output that needed it, the float32 reference's and the candidate's largest distance
     from float64."""
     worst: dict[str, float] = {}
-    shapes, failures = [], []
+    shapes: list[dict] = []
+    failures = []
     rounding: dict[str, dict[str, float]] = {}
-    for label, features in cases:
-        expected, actual = reference(features), candidate(features)
-        shapes.append({"case": label, **{k: list(v.shape) for k, v in features.items()}})
-        for name, want in expected.items():
-            diff = _max_diff(actual[name], want)
-            worst[name] = max(worst.get(name, 0.0), diff)
-            if diff <= atol:
-                continue
-            if diff == float("inf"):
-                failures.append(f"{name} on '{label}': shape differs")
-                continue
-            message = f"{name} on '{label}': max abs diff {diff:.3g} > {atol:g}"
-            if exact is None:
-                failures.append(message)
-                continue
-            truth = exact(features)[name]
-            float32, own = _max_diff(want, truth), _max_diff(actual[name], truth)
-            seen = rounding.setdefault(name, {"float32_pytorch": 0.0, "export": 0.0})
-            seen["float32_pytorch"] = max(seen["float32_pytorch"], float32)
-            seen["export"] = max(seen["export"], own)
-            if own > max(atol, ROUNDING_MARGIN * float32):
-                failures.append(f"{message}, and {own:.3g} from float64 PyTorch, more than "
-                                f"{ROUNDING_MARGIN:g} x float32 PyTorch's own {float32:.3g}")
+    for label, features, name, want, got, diff in _each_output(cases, reference, candidate,
+                                                                shapes):
+        worst[name] = max(worst.get(name, 0.0), diff)
+        if diff <= atol:
+            continue
+        if diff == float("inf"):
+            failures.append(f"{name} on '{label}': shape differs")
+            continue
+        message = f"{name} on '{label}': max abs diff {diff:.3g} > {atol:g}"
+        if exact is None:
+            failures.append(message)
+            continue
+        truth = exact(features)[name]
+        float32, own = _max_diff(want, truth), _max_diff(got, truth)
+        seen = rounding.setdefault(name, {"float32_pytorch": 0.0, "export": 0.0})
+        seen["float32_pytorch"] = max(seen["float32_pytorch"], float32)
+        seen["export"] = max(seen["export"], own)
+        if own > max(atol, ROUNDING_MARGIN * float32):
+            failures.append(f"{message}, and {own:.3g} from float64 PyTorch, more than "
+                            f"{ROUNDING_MARGIN:g} x float32 PyTorch's own {float32:.3g}")
     report = {"atol": atol, "max_abs_diff": worst, "cases": shapes, "passed": not failures}
     if exact is not None:
         report["rounding"] = {k: {n: round(v, 8) for n, v in d.items()}
