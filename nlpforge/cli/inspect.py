@@ -29,7 +29,7 @@ def inspect(model: str, task: str | None, revision: str | None, trust_remote_cod
     """
     from nlpforge.manifest import MANIFEST_NAME
 
-    if (Path(model) / MANIFEST_NAME).is_file():
+    if any((Path(model) / name).is_file() for name in (MANIFEST_NAME, "train_config.json")):
         report = _nlpforge_dir(model)
     else:
         report = _checkpoint(model, task, revision, trust_remote_code, max_length,

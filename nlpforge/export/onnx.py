@@ -171,7 +171,8 @@ def export_model(model: str, output: str, task: str | None = None, *,
     id — to ``output`` (keywords: ExportOptions' fields). A checkpoint's task comes from
     ``task`` or its config (``checkpoint.py``); the export is validated and written as one of
     a trained run, and its manifest's ``source`` says where the model came from."""
-    if (Path(model) / MANIFEST_NAME).is_file():
+    # a run dir, finished or not (read_manifest tells how to finish one)
+    if any((Path(model) / name).is_file() for name in (MANIFEST_NAME, "train_config.json")):
         for name, value in (("--task", task), ("--revision", revision),
                             ("--max-length", max_length), ("--task-option", task_options)):
             if value:
