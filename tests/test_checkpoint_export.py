@@ -247,6 +247,9 @@ def test_generative_checkpoints_are_detected_with_their_settings(tmp_path):
         assert found.task.settings["prefix"] == "summarize: "
     with open_checkpoint(str(t5), "translation", task_options={"target_lang": "French"}) as found:
         assert found.task.settings["target_lang"] == "French"
+    with pytest.raises(UsageError, match="task 'translation' has no option nope"):
+        with open_checkpoint(str(t5), "translation", task_options={"nope": "1"}):
+            pass
 
 
 def test_exported_scores_match_pytorch_on_every_head(checkpoints, tmp_path):

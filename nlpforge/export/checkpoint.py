@@ -292,11 +292,9 @@ def open_checkpoint(model: str, task: str | None = None, *, revision: str | None
         except Exception as exc:
             raise PluginError(f"task '{cls.id}' cannot read {source.path}: "
                               f"{type(exc).__name__}: {exc}")
-        for name, value in (task_options or {}).items():
-            if name not in built.settings:
-                raise UsageError(f"task '{cls.id}' has no option {name} (its options: "
-                                 f"{', '.join(built.settings) or 'none'})")
-            built.settings[name] = next(o for o in cls.options if o.name == name).parse(value)
+        if task_options:  # through the task's own constructor, which checks them
+            built = cls.from_state({**built.state(),
+                                    "options": {**built.settings, **task_options}})
         if not any((source.path / w).is_file() for w in WEIGHT_FILES):
             raise ModelDirError(f"{source.path}: no weights (model.safetensors or "
                                 f"pytorch_model.bin)")
