@@ -47,6 +47,43 @@ def test_a_divergence_beyond_rounding_fails_with_the_yardstick():
         compare(cases, ref, cand, ATOL, exact)
 
 
+def test_a_nudged_float32_run_widens_the_yardstick_when_the_reference_lands_close():
+    """One float32 run close to float64 by luck (here exact) makes rounding look tighter than
+    it is; a second, nudged float32 run that lands as far as the candidate lets it pass."""
+    cases, _, cand, exact = _runners(noise=3e-3)
+    lucky = lambda f: {"y": exact(f)["y"].astype(np.float32)}  # noqa: E731
+    with pytest.raises(ExportError, match=r"more than 4 x float32's own"):
+        compare(cases, lucky, cand, ATOL, exact)
+    nudged = lambda f: {"y": (exact(f)["y"] - 2e-3).astype(np.float32)}  # noqa: E731
+    report = compare(cases, lucky, cand, ATOL, exact, nudged)
+    assert report["passed"] and report["rounding"]["y"]["float32_nudged"] > ATOL
+
+
+def test_the_nudged_run_flips_last_bits_and_restores_the_weights_exactly():
+    import torch
+
+    from nlpforge.export.seq2seq_graphs import run_nudged
+
+    class Wrapper(torch.nn.Module):
+        signature = SimpleNamespace(inputs=["x"], outputs=["y"])
+
+        def __init__(self):
+            super().__init__()
+            self.model = torch.nn.Linear(64, 64)
+
+        def forward(self, x):
+            return (self.model(x),)
+
+    torch.manual_seed(0)
+    wrapper = Wrapper()
+    before = {k: v.clone() for k, v in wrapper.model.state_dict().items()}
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    plain = wrapper(torch.from_numpy(x))[0].detach().numpy()
+    got = run_nudged(wrapper, {"x": x})["y"]
+    assert 0 < np.max(np.abs(got - plain)) < 1e-4
+    assert all(torch.equal(before[k], v) for k, v in wrapper.model.state_dict().items())
+
+
 def test_within_atol_needs_no_float64_run():
     cases, ref, cand, _ = _runners(noise=1e-5)
 
@@ -83,7 +120,8 @@ def test_large_init_t5_exports(large_init_t5):
     assert judged, "no output needed the float64 yardstick: the test lost its point"
     assert max(max(g["max_abs_diff"].values()) for g in graphs.values()) > ATOL
     for r in judged:
-        assert r["export"] <= max(ATOL, ROUNDING_MARGIN * r["float32_pytorch"])
+        float32 = max(r["float32_pytorch"], r["float32_nudged"])
+        assert r["export"] <= max(ATOL, ROUNDING_MARGIN * float32)
 
 
 @pytest.mark.parametrize("graph,scale", [("encoder_model.onnx", 1.01),

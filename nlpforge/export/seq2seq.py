@@ -28,7 +28,7 @@ from nlpforge.export import files, generative
 from nlpforge.export.convert import eager_attention
 from nlpforge.export.seq2seq_graphs import (DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE,
                                             CacheLayout, cache_layout, graphs, prepare_model,
-                                            run_graph)
+                                            run_graph, run_nudged)
 from nlpforge.export.optimize import ort_fusions
 from nlpforge.export.validate import (ROUNDING_MARGIN, Features, compare, memoized,
                                       onnx_runner)
@@ -219,12 +219,13 @@ def validate(wrappers: dict[str, Any], target: Path, layout: CacheLayout, tokeni
         exact = memoized(lambda f, w=wrapper: run_graph(w, f, torch.float64))
         try:
             path = paths[name] if paths is not None else target / name
-            report = compare(cases[name], reference, onnx_runner(path, outputs), atol, exact)
+            report = compare(cases[name], reference, onnx_runner(path, outputs), atol, exact,
+                             lambda f, w=wrapper: run_nudged(w, f))
         except ExportError as exc:
             raise ExportError(f"{name}: {exc}")
         report["max_abs_diff"] = _worst(report["max_abs_diff"])
         report["rounding"] = {kind: {k: max(report["rounding"][n][k] for n in names)
-                                     for k in ("float32_pytorch", "export")}
+                                     for k in report["rounding"][names[0]]}
                               for kind, names in _kinds(report["rounding"]).items()}
         report["cases"] = [label for label, _ in cases[name]]
         reports[name] = report
