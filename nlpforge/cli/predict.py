@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any, Callable
 
 import click
 
+from nlpforge.cli.batch_options import with_batch_options
 from nlpforge.errors import UsageError
 from nlpforge.manifest import Manifest
 
@@ -102,27 +102,26 @@ def with_model_options(func: Callable) -> Callable:
 @click.command()
 @click.argument("model_dir")
 @click.argument("texts", nargs=-1)
-@click.option("--input", "input_file", help="Requests file (.jsonl, .json, .csv, .tsv); '-' reads text lines from stdin.")
+@with_batch_options
 @click.option("-v", "--verbose", is_flag=True,
               help="Say on stderr which variant runs and why, and where.")
 @with_model_options
-def predict(model_dir: str, texts: tuple[str, ...], input_file: str | None, verbose: bool,
-            batch_size: int, device: str, threads: int | None, variant: str | None) -> None:
-    """Predict with an export dir (or a run dir); one JSON object per input on stdout."""
-    from nlpforge.data import read_dataset
-    from nlpforge.data.readers import read_lines
+def predict(model_dir: str, texts: tuple[str, ...], verbose: bool, batch_size: int,
+            device: str, threads: int | None, variant: str | None, **options: Any) -> None:
+    """Predict with an export dir (or a run dir): TEXTs, or every row of --input.
+
+    \b
+    nlpforge predict EXPORT "a fine film"                 one JSON object per text on stdout
+    nlpforge predict EXPORT --input reviews.parquet --output scores.parquet
+    nlpforge predict EXPORT --input big.jsonl.zst --output out.jsonl --resume --shard 0/4
+
+    Rows stream through in chunks (--chunk-size): memory does not grow with the input.
+    """
+    from nlpforge.cli.batch_options import run_batch
 
     task, run = open_model(model_dir, device, threads, batch_size, variant,
                            report=(lambda line: click.echo(line, err=True)) if verbose else None)
-    first = task.request_fields[0].name
-    rows: list[dict] = [{first: text} for text in texts]
-    if input_file == "-":
-        rows += [{first: line} for _, line in read_lines(sys.stdin.buffer, "stdin")]
-    elif input_file:
-        rows += read_dataset(input_file, task, training=False).rows
-    if not rows:
-        raise UsageError("nothing to predict: give TEXT arguments or --input FILE")
-    for i, row in enumerate(rows):
-        task.check_row(row, f"input {i + 1}", None, training=False)
-    for prediction in run(rows):
-        click.echo(json.dumps(prediction, ensure_ascii=False))
+    fields = [f.name for f in task.request_fields]
+    run_batch(options, model_dir, fields, run,
+              lambda row, file, line: task.check_row(row, file, line, training=False),
+              extra=[{fields[0]: text} for text in texts])

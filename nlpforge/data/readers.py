@@ -7,6 +7,7 @@ no single line can take more than ``MAX_LINE_BYTES``, and nothing but a regular 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import stat
@@ -43,34 +44,44 @@ MAX_LINE_BYTES = 64 << 20
 def read_dataset(path: str | os.PathLike, task: Any = None, training: bool = True,
                  format: str | None = None, *,
                  max_line_bytes: int = MAX_LINE_BYTES) -> Dataset:
-    """Read a data file; with ``task``, check every row against it (file:line errors).
+    """Read a data file whole; with ``task``, check every row against it (file:line errors).
 
-    Only regular files are read (a FIFO or a link to a device is refused before any read);
-    a line over ``max_line_bytes``, invalid UTF-8, invalid JSON and a CSV quote that never
-    ends are errors naming the file and line.
+    Any input ``nlpforge.data.sources.open_source`` reads: a JSON Lines, JSON, CSV or TSV
+    file (also compressed: ``.gz``, ``.zst``, ``.bz2``, ``.xz``), a Parquet file or a
+    directory of them, or a Hugging Face ``datasets`` directory (``save_to_disk``). Only
+    regular files are read (a FIFO or a link to a device is refused before any read); a line
+    over ``max_line_bytes``, invalid UTF-8, invalid JSON and a CSV quote that never ends are
+    errors naming the file and line (Parquet and Arrow: the row).
     """
+    from nlpforge.data.sources import open_source
+
     name = str(path)
-    with _open_regular(Path(path)) as stream:
-        fmt = format or FORMATS.get(Path(path).suffix.lower())
-        if fmt is None:
-            raise DataError(f"unknown file type '{Path(path).suffix}'; use .jsonl, .json, .csv "
-                            f"or .tsv", name)
-        if fmt == "json":
-            rows = _json(stream, name, max_line_bytes)
-        elif fmt == "jsonl":
-            rows = _jsonl(read_lines(stream, name, max_line_bytes), name)
-        else:
-            lines = read_lines(stream, name, max_line_bytes, keep_ends=True, skip_blank=False)
-            rows = _csv(lines, name, "," if fmt == "csv" else "\t", max_line_bytes)
-        data = Dataset(name)
-        for line, row in rows:
-            if task is not None:
-                task.check_row(row, name, line, training=training)
-            data.rows.append(row)
-            data.lines.append(line)
+    source = open_source(name, format=format, max_line_bytes=max_line_bytes)
+    data = Dataset(name)
+    for record in source.records():
+        if record.error is not None:
+            raise record.error
+        if task is not None:
+            task.check_row(record.row, record.file, record.line, training=training)
+        data.rows.append(record.row)
+        data.lines.append(record.line)
     if not data.rows:
         raise DataError("empty file: no rows", name)
     return data
+
+
+def iter_rows(stream: BinaryIO, fmt: str, name: str, max_line_bytes: int = MAX_LINE_BYTES
+              ) -> Iterator[tuple[int, dict | DataError]]:
+    """(line, row) of a JSON Lines, JSON or CSV/TSV stream; a row that cannot be read (invalid
+    JSON, not an object, the wrong number of columns) comes as a DataError in its place, so a
+    caller may skip it; what makes the rest unreadable (invalid UTF-8, a line too long, a
+    quote that never ends) is raised."""
+    if fmt == "json":
+        return _json(stream, name, max_line_bytes)
+    if fmt == "jsonl":
+        return _jsonl(read_lines(stream, name, max_line_bytes), name)
+    lines = read_lines(stream, name, max_line_bytes, keep_ends=True, skip_blank=False)
+    return _csv(lines, name, "," if fmt == "csv" else "\t", max_line_bytes)
 
 
 def read_lines(stream: BinaryIO, name: str, max_line_bytes: int = MAX_LINE_BYTES, *,
@@ -107,7 +118,7 @@ def read_lines(stream: BinaryIO, name: str, max_line_bytes: int = MAX_LINE_BYTES
         yield number, text
 
 
-def _open_regular(path: Path) -> BinaryIO:
+def open_regular(path: Path) -> BinaryIO:
     """``path`` opened for reading if it is a regular file (links followed); a FIFO, a device,
     a socket or a directory is refused, naming what it is, without reading from it (and a
     FIFO without waiting for a writer)."""
@@ -144,23 +155,27 @@ def _check_regular(path: Path, mode: int) -> None:
                     str(path))
 
 
-def _jsonl(lines: Iterator[tuple[int, str]], path: str) -> Iterator[tuple[int, dict]]:
+def _jsonl(lines: Iterator[tuple[int, str]], path: str
+           ) -> Iterator[tuple[int, dict | DataError]]:
     for number, line in lines:
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON: {exc.msg} (column {exc.colno})", path, number)
-        if not isinstance(row, dict):
-            raise DataError("expected a JSON object per line", path, number)
-        yield number, row
+            yield number, DataError(f"not valid JSON: {exc.msg} (column {exc.colno})", path,
+                                    number)
+            continue
+        yield number, row if isinstance(row, dict) else \
+            DataError("expected a JSON object per line", path, number)
 
 
-def _json(stream: BinaryIO, path: str, max_line_bytes: int) -> Iterator[tuple[int, dict]]:
+def _json(stream: BinaryIO, path: str, max_line_bytes: int
+          ) -> Iterator[tuple[int, dict | DataError]]:
     """A JSON array of objects (read whole: it is one document, lines do not bound it), or
     JSON Lines under a .json name."""
-    if not _starts_array(stream):
+    is_array, stream = _starts_array(stream)
+    if not is_array:
         yield from _jsonl(read_lines(stream, path, max_line_bytes), path)
         return
     raw = stream.read()
@@ -184,29 +199,44 @@ def _json(stream: BinaryIO, path: str, max_line_bytes: int) -> Iterator[tuple[in
         line += text.count("\n", counted, pos)
         counted = pos
         _, pos = decoder.raw_decode(text, pos)
-        if not isinstance(item, dict):
-            raise DataError("expected an array of JSON objects", path, line)
-        yield line, item
+        yield line, item if isinstance(item, dict) else \
+            DataError("expected an array of JSON objects", path, line)
 
 
-def _starts_array(stream: BinaryIO) -> bool:
-    """Whether the first character after a BOM and whitespace is ``[``; the stream is
-    rewound."""
-    first = b""
+def _starts_array(stream: BinaryIO) -> tuple[bool, BinaryIO]:
+    """Whether the first character after a BOM and whitespace is ``[``, and a stream that
+    reads from the start again (the stream need not seek: it may be decompressed)."""
+    head = b""
     while True:
         chunk = stream.read(1 << 16)
-        if not chunk:
+        head += chunk
+        stripped = head.lstrip(b" \t\r\n\xef\xbb\xbf")
+        if stripped or not chunk:
             break
-        stripped = chunk.lstrip(b" \t\r\n\xef\xbb\xbf")
-        if stripped:
-            first = stripped[:1]
-            break
-    stream.seek(0)
-    return first == b"["
+    return stripped[:1] == b"[", io.BufferedReader(_Replay(head, stream))  # type: ignore
+
+
+class _Replay(io.RawIOBase):
+    """``head`` (bytes already read from ``stream``), then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO):
+        self.head, self.stream = head, stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _csv(lines: Iterator[tuple[int, str]], path: str, delimiter: str,
-         max_field: int) -> Iterator[tuple[int, dict]]:
+         max_field: int) -> Iterator[tuple[int, dict | DataError]]:
     """Rows of CSV (or TSV), each with the line it starts on. Quotes are strict: a quoted
     field that never ends, or text after a closing quote, is an error naming the line the
     row starts on (a stray quote would otherwise swallow the rest of the file)."""
@@ -217,7 +247,8 @@ def _csv(lines: Iterator[tuple[int, str]], path: str, delimiter: str,
         csv.field_size_limit(previous)
 
 
-def _csv_rows(lines: Iterator[str], path: str, delimiter: str) -> Iterator[tuple[int, dict]]:
+def _csv_rows(lines: Iterator[str], path: str, delimiter: str
+              ) -> Iterator[tuple[int, dict | DataError]]:
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -238,8 +269,10 @@ def _csv_rows(lines: Iterator[str], path: str, delimiter: str) -> Iterator[tuple
             raise _csv_error(exc, path, start)
         if cells and any(c.strip() for c in cells):
             if len(cells) != len(header):
-                raise DataError(f"{len(cells)} columns, the header has {len(header)}", path, start)
-            yield start, {name: _cell(value) for name, value in zip(header, cells)}
+                yield start, DataError(f"{len(cells)} columns, the header has {len(header)}",
+                                       path, start)
+            else:
+                yield start, {name: _cell(value) for name, value in zip(header, cells)}
         start = reader.line_num + 1
 
 
