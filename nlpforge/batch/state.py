@@ -62,6 +62,10 @@ def mismatch(state: dict[str, Any], expected: dict[str, Any]) -> str | None:
     """Why a run recorded as ``state`` cannot continue as ``expected`` (None: it can)."""
     if state.get("input") != expected["input"]:
         was, now = state.get("input", {}), expected["input"]
+        strip = [{k: v for k, v in f.items() if k != "modified_ns"} for f in now["files"]]
+        if was.get("input") == now["input"] and strip == [
+                {k: v for k, v in f.items() if k != "modified_ns"} for f in was.get("files", [])]:
+            return f"its input {now['input']} was modified after the run began"
         return (f"it belongs to input {was.get('input')} ({_files(was)}), this run reads "
                 f"{now['input']} ({_files(now)})")
     if state.get("model") != expected["model"]:
