@@ -197,3 +197,35 @@ def test_predict_cli_errors_are_one_line(exported, tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
     result = run_cli("predict", str(exported), "--input", str(source), "--resume")
     assert result.returncode == 2 and "--resume and --overwrite apply to an --output" in result.stderr
+
+
+def test_generate_streams_prompts_from_a_data_file_into_rows_with_ids(gpt2_export, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.conftest import GENERATION_PROMPTS
+
+    _, export, _ = gpt2_export
+    rows = [{"key": f"p{i}", "prompt": p} for i, p in enumerate(GENERATION_PROMPTS)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "prompts.parquet")
+    texts = tmp_path / "prompts.txt"
+    texts.write_text("\n".join(GENERATION_PROMPTS) + "\n")
+    plain = run_cli("generate", str(export), "--input", str(texts), "--max-new-tokens", "5",
+                    "--json")
+    assert plain.returncode == 0, plain.stderr
+    expected = [json.loads(line)["generated_text"] for line in plain.stdout.splitlines()]
+    out = tmp_path / "out.jsonl"
+    result = run_cli("generate", str(export), "--input", str(tmp_path / "prompts.parquet"),
+                     "--output", str(out), "--text-field", "prompt", "--id-field", "key",
+                     "--max-new-tokens", "5", "--chunk-size", "3")
+    assert result.returncode == 0, result.stderr
+    got = read_dataset(out).rows
+    assert [r["key"] for r in got] == [r["key"] for r in rows]
+    assert [r["generated_text"] for r in got] == expected
+    lines = run_cli("generate", str(export), "--input", str(texts), "--output",
+                    str(tmp_path / "lines.jsonl"), "--max-new-tokens", "5")
+    assert lines.returncode == 0, lines.stderr
+    assert [r["row"] for r in read_dataset(tmp_path / "lines.jsonl").rows] == [0, 1, 2, 3]
+    both = run_cli("generate", str(export), "--input", str(texts), "--output",
+                   str(tmp_path / "x.jsonl"), "--stream")
+    assert both.returncode == 2 and "choose one" in both.stderr
