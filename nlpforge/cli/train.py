@@ -19,7 +19,8 @@ def _options(func):
     specs = [
         ("--task", {"help": "Task id (see 'nlpforge tasks')."}),
         ("--model", {"help": "Base model: a local directory or a Hub id."}),
-        ("--train", {"help": "Training data (.jsonl, .json, .csv, .tsv)."}),
+        ("--train", {"help": "Training data: .jsonl, .json, .csv, .tsv (also .gz, .zst, .bz2, "
+                             ".xz), .parquet or a directory of them, a datasets directory."}),
         ("--validation", {"help": "Validation data, evaluated each epoch (or --eval-steps)."}),
         ("--output", {"help": "Run dir to write."}),
         ("--config", {"help": "YAML, TOML or JSON file of settings (flags override it)."}),
@@ -31,6 +32,10 @@ def _options(func):
         ("--max-length", {"type": int, "help": "Maximum tokens per input [the task's, capped by the model]."}),
         ("--group-by-length/--no-group-by-length", {"default": None,
                                                     "help": "Batch rows of similar length together [on]."}),
+        ("--stream", {"is_flag": True, "default": None,
+                      "help": "Read --train as it trains, a buffer of 50 batches at a time, "
+                              "shuffled and grouped by length within it: data larger than "
+                              "memory (needs --max-steps)."}),
         ("--split-by-length/--no-split-by-length", {
             "default": None, "help": "Cut each batch into micro-batches of similar length: the "
                                      "same gradient with less padding [off]."}),

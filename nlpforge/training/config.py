@@ -40,6 +40,8 @@ class TrainConfig:
     max_length: int | None = None
     group_by_length: bool = True
     split_by_length: bool = False
+    #: Read the training file as it trains, a buffer at a time (data larger than memory).
+    stream: bool = False
     # optimizer and schedule
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -106,6 +108,12 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{_flag(name)} must be one of {', '.join(allowed)}, "
                                  f"got {getattr(self, name)!r}")
+        if self.stream and not self.max_steps:
+            raise UsageError("--stream reads the training data as it trains, so the number of "
+                             "rows is not known in advance: give --max-steps N")
+        if self.stream and "train" in given:
+            raise UsageError("--stream reads a --train file; rows given in Python are in "
+                             "memory already")
         if self.eval_strategy == "steps" and not self.eval_steps:
             raise UsageError("--eval-strategy steps needs --eval-steps N")
         if self.early_stopping_patience and not (self.validation or "validation" in given):

@@ -9,12 +9,13 @@ on rows in memory. Both write the same run dir.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -36,6 +37,7 @@ from nlpforge.training.rundir import (check_run_dir, create_run_dir, finish_run_
                                       resume_config, run_manifest)
 from nlpforge.training.signals import StopRequest
 from nlpforge.training.state import Best, Evaluation, TrainerState
+from nlpforge.training.stream import StreamedRows, stream_batches
 from nlpforge.training.steps import (backward_micro_batches, evaluate_rows, model_inputs,
                                      resolve_device, seed_everything, to_torch)
 
@@ -149,7 +151,10 @@ class Trainer:
         """The rows (given in Python, else read from the data files); the task fitted on them."""
         c = self.config
         given_train, given_validation = self._given_rows
-        self.train_rows = load_rows(given_train, c.train, self.task, "train_rows") or []
+        if c.stream:
+            self.train_rows = StreamedRows(c.train, self.task)  # type: ignore[assignment]
+        else:
+            self.train_rows = load_rows(given_train, c.train, self.task, "train_rows") or []
         self.task.fit(self.train_rows)
         self.val_rows = load_rows(given_validation, c.validation, self.task, "validation_rows")
 
@@ -183,19 +188,29 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.optimizer = make_optimizer(model, c.lr, c.weight_decay)
-        self.lengths = [row_size(row) for row in self.train_rows]
-        per_epoch = math.ceil(len(self._global_batches(torch.Generator().manual_seed(0)))
-                              / c.gradient_accumulation_steps)
-        self.total = c.max_steps or max(1, math.ceil(c.epochs * per_epoch))
+        if c.stream:
+            self.total = c.max_steps  # type: ignore[assignment]  # config.check requires it
+        else:
+            self.lengths = [row_size(row) for row in self.train_rows]
+            per_epoch = math.ceil(len(list(self._global_batches(torch.Generator().manual_seed(0))))
+                                  / c.gradient_accumulation_steps)
+            self.total = c.max_steps or max(1, math.ceil(c.epochs * per_epoch))
         warmup = c.warmup_steps if c.warmup_steps is not None else int(c.warmup_ratio * self.total)
         self.scheduler = make_scheduler(c.scheduler, self.optimizer, warmup, self.total)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
 
-    def _global_batches(self, generator: torch.Generator) -> list[list[int]]:
-        """This epoch's global batches (``batch_size`` rows per process)."""
+    def _global_batches(self, generator: torch.Generator) -> Iterator[list[dict]]:
+        """This epoch's global batches of rows (``batch_size`` rows per process); with
+        ``--stream`` drawn from the file as it is read."""
         size = self.config.batch_size * self.dist.world
-        batches = epoch_batches(self.lengths, size, generator, self.config.group_by_length)
-        return [b for b in batches if len(b) >= self.dist.world]
+        if self.config.stream:
+            batches: Iterable[list[dict]] = stream_batches(
+                self.train_rows, size, generator,  # type: ignore[arg-type]
+                self.config.group_by_length, row_size)
+        else:
+            batches = ([self.train_rows[i] for i in b] for b in epoch_batches(
+                self.lengths, size, generator, self.config.group_by_length))
+        return (b for b in batches if len(b) >= self.dist.world)
 
     # -- one optimizer step -------------------------------------------------------------------
 
@@ -206,13 +221,13 @@ class Trainer:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _step(self, group: list[list[int]], log: TrainLog) -> float:
+    def _step(self, group: list[list[dict]], log: TrainLog) -> float:
         """One optimizer step over ``group`` (global batches, accumulated); returns the
         step's mean loss over every process."""
         micro = []
         local_units = 0
         for batch in group:
-            rows = [self.train_rows[i] for i in dist.shard(self.dist, batch)]
+            rows = dist.shard(self.dist, batch)
             for part, features in self._micro_batches(rows):
                 # Token features the model does not take (token_type_ids of a model without
                 # them) are dropped; targets and anything else go to compute_loss.
@@ -373,7 +388,7 @@ class Trainer:
             self._end_epoch(generator, log, stop)
             epoch_start = None
 
-    def _train_epoch(self, batches: list[list[int]], epoch_start: torch.Tensor,
+    def _train_epoch(self, batches: Iterator[list[dict]], epoch_start: torch.Tensor,
                      log: TrainLog, stop: StopRequest) -> bool:
         """The epoch's optimizer steps from ``state.batch_index`` on, with the evaluations
         and checkpoints that fall on a step (``--eval-steps``, ``--save-steps``) inside it.
@@ -384,15 +399,19 @@ class Trainer:
         """
         c, s = self.config, self.state
         accum = c.gradient_accumulation_steps
-        while s.batch_index < len(batches):
-            group = batches[s.batch_index:s.batch_index + accum]
+        for _ in itertools.islice(batches, s.batch_index):  # trained before a resume
+            pass
+        upcoming = list(itertools.islice(batches, accum))
+        while upcoming:
+            group = upcoming
             s.advance(self._step(group, log), len(group))
+            upcoming = list(itertools.islice(batches, accum))
             if self.dist.main:
                 log.step(s.step, s.epoch, s.loss, self.scheduler.get_last_lr()[0],
                          s.step % c.logging_steps == 0)
             if c.eval_strategy == "steps" and s.step % c.eval_steps == 0:
                 self._evaluate(log)
-            if s.batch_index >= len(batches):
+            if not upcoming:
                 return True  # its checkpoint is _end_epoch's
             if c.save_steps and s.step % c.save_steps == 0:
                 self._checkpoint(epoch_start)
