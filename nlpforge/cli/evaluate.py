@@ -11,7 +11,8 @@ from nlpforge.cli.predict import open_model, with_model_options
 
 @click.command()
 @click.argument("model_dir")
-@click.option("--data", required=True, help="Labelled data (.jsonl, .json, .csv, .tsv).")
+@click.option("--data", required=True, help="Labelled data: any input predict reads (JSON Lines, "
+              "CSV, Parquet, datasets dirs, compressed or not).")
 @click.option("--predictions", "predictions_file", help="Also write each prediction to this JSON Lines file.")
 @with_model_options
 def evaluate(model_dir: str, data: str, predictions_file: str | None, batch_size: int,

@@ -75,11 +75,11 @@ def open_source(spec: str, format: str | None = None, fields: dict[str, str] | N
         source: Source = ParquetSource(path) if kind == "parquet" else ArrowSource(path)
         return _Renamed(source, fields)
     suffix, codec = split_suffix(path)
-    kind = format or ("parquet" if suffix == ".parquet" else
-                      "arrow" if suffix == ".arrow" else FORMATS.get(suffix))
+    kind = format or ("parquet" if suffix == ".parquet" else "arrow" if suffix == ".arrow"
+                      else "text" if suffix == ".txt" else FORMATS.get(suffix))
     if kind is None:
         raise DataError(f"unknown file type '{''.join(path.suffixes) or path.name}'; use "
-                        f".jsonl, .json, .csv, .tsv (also .gz, .zst, .bz2 or .xz "
+                        f".jsonl, .json, .csv, .tsv, .txt (also .gz, .zst, .bz2 or .xz "
                         f"compressed), .parquet, or a Parquet or datasets directory", spec)
     if kind == "parquet":
         return _Renamed(ParquetSource(path), fields)
