@@ -100,7 +100,9 @@ def test_unreadable_files(tmp_path):
     assert "no such file" in error(tmp_path / "missing.jsonl")
     (tmp_path / "dir.jsonl").mkdir()
     assert "is a directory" in error(tmp_path / "dir.jsonl")
-    assert "unknown file type '.txt'" in error(write(tmp_path, "d.txt", "x"))
+    assert "unknown file type '.xlsx'" in error(write(tmp_path, "d.xlsx", "x"))
+    # a .txt file is one text per line: a classifier's rows then lack their label
+    assert "d.txt:1: missing required field 'label'" in error(write(tmp_path, "d.txt", "x"))
 
 
 def test_unknown_label_in_validation(tmp_path):

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from nlpforge.data.compressed import corrupt, decode_errors, reader, split_suffix
-from nlpforge.data.readers import FORMATS, MAX_LINE_BYTES, iter_rows, open_regular, read_lines
+from nlpforge.data.text_files import (FORMATS, MAX_LINE_BYTES, iter_rows, open_regular,
+                                      read_lines)
 from nlpforge.errors import DataError, UsageError
 
 #: Formats ``--input-format`` accepts (``text``: one text per line, as stdin is by default).
