@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import EXAMPLES, run_cli, wait_until
+from conftest import EXAMPLES, run_cli
 from nlpforge.data import read_dataset
 from nlpforge.errors import UsageError
 from nlpforge.training.config import TrainConfig
 from nlpforge.training.stream import stream_batches
-from tests.test_trainer import assert_same_weights, base_args
+from tests.test_trainer import assert_same_weights, base_args, stop_after_checkpoint
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -73,19 +72,7 @@ def test_a_streamed_parquet_run_resumed_after_sigterm_equals_an_uninterrupted_on
     proc = subprocess.Popen([sys.executable, "-m", "nlpforge", *args(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
-    def saved() -> bool:
-        assert proc.poll() is None, proc.communicate()
-        return (run / "checkpoints" / "step-45").exists()  # inside the second epoch
-
-    try:
-        wait_until(saved, 120, "checkpoint step-45", interval=0.05)
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    stop_after_checkpoint(proc, run, "step-45")  # inside the second epoch
     resumed = run_cli("train", "--resume", "--output", str(run), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(straight, run)

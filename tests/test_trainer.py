@@ -44,6 +44,26 @@ def base_args(model: Path, output: Path, *extra: str) -> list[str]:
             "--no-tensorboard", *extra]
 
 
+def stop_after_checkpoint(proc: subprocess.Popen, run: Path, name: str) -> str:
+    """SIGTERM a training process once its checkpoint ``name`` exists; its stderr, after
+    checking it exited as a stopped run does."""
+
+    def saved() -> bool:
+        assert proc.poll() is None, proc.communicate()
+        return (run / "checkpoints" / name).exists()
+
+    try:
+        wait_until(saved, 120, f"checkpoint {name}", interval=0.05)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    return err
+
+
 def test_interrupted_then_resumed_equals_uninterrupted(tiny_bert, tmp_path):
     """With dropout on: RNG states and the data position are restored exactly."""
     extra = ("--max-steps", "70", "--save-steps", "5", "--validation", VALID)
@@ -56,19 +76,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_bert, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "nlpforge", *base_args(tiny_bert, run, *extra)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
-    def saved() -> bool:
-        assert proc.poll() is None, proc.communicate()
-        return (run / "checkpoints" / "step-10").exists()
-
-    try:
-        wait_until(saved, 120, "checkpoint step-10", interval=0.05)
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    err = stop_after_checkpoint(proc, run, "step-10")
     assert "--resume" in err and "Traceback" not in err
     assert not (run / "nlpforge.json").exists()
     stopped = json.loads(sorted((run / "checkpoints").glob("step-*"),
