@@ -306,6 +306,14 @@ class Task:
         """Predictions and the reference rows → metric name → value."""
         raise NotImplementedError
 
+    def report(self, predictions: Sequence[dict], rows: Sequence[dict],
+               metrics: dict[str, Any]) -> list[Any]:
+        """What ``nlpforge evaluate --report`` shows beside the metrics table: a list of
+        ``nlpforge.report.Section`` (a title, a figure drawn with ``nlpforge.report.plots``, a
+        table, a note) that fit the task — a confusion matrix, scores per label. Default:
+        nothing more."""
+        return []
+
     def example_request(self) -> dict[str, Any]:
         """A valid request used to smoke-test a finished export. Override for rich requests."""
         return {f.name: "nlpforge export check" for f in self.request_fields

@@ -21,6 +21,7 @@ COMMANDS = {
     "predict": "nlpforge.cli.predict:predict",
     "evaluate": "nlpforge.cli.evaluate:evaluate",
     "generate": "nlpforge.cli.generate:generate",
+    "plot": "nlpforge.cli.plot:plot",
     "tasks": "nlpforge.cli.listing:tasks",
     "plugins": "nlpforge.cli.listing:plugins",
     "serve": "nlpforge.cli.serve:serve",

@@ -32,7 +32,7 @@ from nlpforge.training.config import TrainConfig
 from nlpforge.training.inputs import TaskArg, load_rows, python_config, resolve_task
 from nlpforge.training.loading import load_base_model, load_base_tokenizer, quiet_transformers
 from nlpforge.training.optim import linear_schedule, make_optimizer, make_scheduler
-from nlpforge.training.progress import TrainLog
+from nlpforge.training.progress import TrainLog, draw_curves
 from nlpforge.training.rundir import (check_run_dir, create_run_dir, finish_run_dir,
                                       resume_config, run_manifest)
 from nlpforge.training.signals import StopRequest
@@ -453,3 +453,4 @@ class Trainer:
                                 {"max_length": self.max_length, "pad_id": self.pad_id},
                                 self.inputs, self.state, self.dist.world)
         finish_run_dir(self.output, model, self.state, round(seconds, 3), manifest)
+        draw_curves(self.output)

@@ -69,3 +69,18 @@ class TrainLog:
             self.file.close()
         if self.writer:
             self.writer.close()
+
+
+def draw_curves(run_dir: Path) -> None:
+    """``RUN/curves.png`` when matplotlib is installed (``nlpforge[plots]``); a picture that
+    cannot be drawn is a warning, never a failed run."""
+    from nlpforge.report import plots
+
+    if not plots.available():
+        return
+    from nlpforge.report.curves import write_curves
+
+    try:
+        write_curves(run_dir)
+    except Exception as exc:  # noqa: BLE001 - the run is written; the picture is extra
+        print(f"warning: {run_dir}/curves.png not drawn: {exc}", file=sys.stderr)

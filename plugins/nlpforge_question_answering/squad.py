@@ -72,3 +72,25 @@ def squad_scores(predictions: Sequence[str], golds: Sequence[Sequence[str]],
 
 def _mean(values: Sequence[float]) -> float:
     return 100.0 * sum(values) / len(values) if values else 0.0
+
+
+#: Answer-length buckets of the report: (name, fewest words, most words).
+LENGTHS = [("0 (none)", 0, 0), ("1", 1, 1), ("2", 2, 2), ("3-4", 3, 4), ("5-8", 5, 8),
+           ("9+", 9, 10**9)]
+
+
+def by_answer_length(predictions: Sequence[str], golds: Sequence[Sequence[str]],
+                     no_answers: bool = False) -> list[dict]:
+    """``squad_scores`` per bucket of the shortest gold answer's length in normalised words;
+    empty buckets are left out."""
+    rows = []
+    for name, low, high in LENGTHS:
+        picked = [i for i, answers in enumerate(golds)
+                  if low <= min((len(normalize_answer(a).split()) for a in answers),
+                                default=0) <= high]
+        if picked:
+            scores = squad_scores([predictions[i] for i in picked], [golds[i] for i in picked],
+                                  no_answers)
+            rows.append({"answer words": name, "questions": len(picked),
+                         "exact_match": scores["exact_match"], "f1": scores["f1"]})
+    return rows

@@ -208,6 +208,27 @@ class Text2TextGeneration(Task):
             result.update(self.text_metrics(generated, references))
         return result
 
+    def report(self, predictions: Sequence[dict], rows: Sequence[dict],
+               metrics: dict[str, Any]) -> list[Any]:
+        """Generated text: the text metrics as bars and the first examples beside their
+        references."""
+        from nlpforge.report import Section
+
+        if not predictions or not all("generated_text" in p for p in predictions):
+            return []
+        names = [k for k in ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match")
+                 if isinstance(metrics.get(k), (int, float))]
+        values = [metrics[k] * (100 if k == "exact_match" else 1) for k in names]
+        examples = [{"source": self.source_text(r), "reference": self.target_text(r) or "",
+                     "generated": p["generated_text"]} for p, r in zip(predictions[:10], rows)]
+        sections = [Section("Examples", note="the first 10 rows", table=examples)]
+        if names:
+            sections.insert(0, Section(
+                "Text metrics", note="all ×100",
+                draw=lambda p: p.bars(names, {"score": values}, "generated vs reference",
+                                      limit=100)))
+        return sections
+
     def text_metrics(self, generated: list[str], references: list[str]) -> dict[str, Any]:
         return {**m.rouge(generated, references), **m.bleu_chrf(generated, references),
                 "exact_match": m.exact_match(generated, references)}

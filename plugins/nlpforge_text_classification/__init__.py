@@ -162,6 +162,28 @@ class TextClassification(Task):
         return classification_report([p["label"] for p in predictions],
                                       [str(r["label"]) for r in rows], labels)
 
+    def report(self, predictions: Sequence[dict], rows: Sequence[dict],
+               metrics: dict[str, Any]) -> list[Any]:
+        """Precision, recall and F1 per label; for single-label models the confusion matrix."""
+        from nlpforge.report import Section
+
+        labels = list(self.labels or [])
+        per = metrics.get("per_label", {})
+        scores = {k: [per.get(label, {}).get(k, 0.0) for label in labels]
+                  for k in ("precision", "recall", "f1")}
+        sections = [Section("Scores per label",
+                            draw=lambda p: p.bars(labels, scores, "precision, recall and F1"),
+                            table=[{"label": label, **per.get(label, {})} for label in labels])]
+        if not self.settings["multi_label"]:
+            index = {label: i for i, label in enumerate(labels)}
+            matrix = [[0] * len(labels) for _ in labels]
+            for prediction, row in zip(predictions, rows):
+                matrix[index[str(row["label"])]][index[prediction["label"]]] += 1
+            sections.insert(0, Section(
+                "Confusion matrix", note="rows: the true label; columns: the predicted one",
+                draw=lambda p: p.confusion(labels, matrix, "confusion matrix")))
+        return sections
+
 
 @nlpforge.hookimpl
 def register_tasks(register):
