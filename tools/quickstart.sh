@@ -25,6 +25,9 @@ nlpforge predict exports/quickstart \
     "It stopped working after a week and support never replied." \
     "Not bad at all for the price."
 
-echo "== nlpforge evaluate (the exported model on $DATA/validation.jsonl)"
-nlpforge evaluate exports/quickstart --data $DATA/validation.jsonl \
-    | python -c 'import json, sys; r = json.load(sys.stdin); m = r["metrics"]; print("accuracy %.4f  macro-F1 %.4f  on %d rows" % (m["accuracy"], m["macro_f1"], r["rows"]))'
+echo "== nlpforge evaluate (the exported model beside its run dir, on $DATA/validation.jsonl)"
+nlpforge evaluate exports/quickstart --compare runs/quickstart --data $DATA/validation.jsonl \
+    --report reports/quickstart \
+    | python -c 'import json, sys; r = json.load(sys.stdin); m = r["metrics"]; print("accuracy %.4f  macro-F1 %.4f  on %d rows; PyTorch run dir: the same prediction on %.0f%% of them" % (m["accuracy"], m["macro_f1"], r["rows"], 100 * r["compare"]["identical_predictions"]))'
+echo "training curves: runs/quickstart/curves.png"
+echo "evaluation report: reports/quickstart/report.html"
