@@ -89,6 +89,9 @@ _ORIGIN = re.compile(r"https?://[^/\s]+")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Let web pages from ORIGIN (e.g. https://app.example.com) call the server "
                    "(CORS); repeat for several. Default: none.")
+@click.option("--playground/--no-playground", default=None,
+              help="The web playground at / (try each model in a browser). Default: on when "
+                   "--host is a loopback address; on other addresses it needs --playground.")
 def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: int,
           max_queue_delay_ms: float, max_queue_size: int, max_queue_rows: int,
           max_inputs_per_request: int, request_timeout_s: float,
@@ -96,7 +99,7 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
           threads: int | None, variant: str | None, shutdown_timeout_s: float,
           access_log: bool, max_header_bytes: int, max_headers: int, header_timeout_s: float,
           body_timeout_s: float, limit_concurrency: int, allowed_hosts: str | None,
-          cors_origins: tuple[str, ...]) -> None:
+          cors_origins: tuple[str, ...], playground: bool | None) -> None:
     """Serve export dirs over HTTP until SIGTERM or Ctrl-C.
 
     \b
@@ -104,6 +107,7 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
       POST /v2/models/NAME/infer      Open Inference Protocol (KServe v2, Triton clients)
       POST /v1/models/NAME/predict    {"inputs": ["some text", ...]}
       GET  /v2/health/ready, /metrics, /docs (interactive API docs)
+      GET  /                          the playground (on loopback; see --playground)
     """
     missing = [m for m in ("fastapi", "uvicorn", "httptools", "prometheus_client")
                if find_spec(m) is None]
@@ -113,6 +117,7 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
     from nlpforge.serving.served import ServedModel, parse_model_arg
     from nlpforge.serving.shutdown import bind, run
     from nlpforge.serving.middleware import allowed_hosts as host_names
+    from nlpforge.serving.middleware import is_loopback
     from nlpforge.serving.state import ServeSettings
 
     values = {"max_batch_size": max_batch_size, "max_queue_size": max_queue_size,
@@ -148,7 +153,8 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
                              header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
                              limit_concurrency=limit_concurrency, cors_origins=origins,
                              allowed_hosts=host_names(host, None if allowed_hosts is None
-                                                      else allowed_hosts.split(",")))
+                                                      else allowed_hosts.split(",")),
+                             playground=is_loopback(host) if playground is None else playground)
     app = create_app(models, settings)
     address = sock.getsockname()
     url = f"http://{host if ':' not in host else f'[{host}]'}:{address[1]}"
@@ -158,6 +164,7 @@ def serve(export_dirs: tuple[str, ...], host: str, port: int, max_batch_size: in
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.echo(f"warning: listening on {host} without --token: anyone who can reach "
                    f"this machine can use the models", err=True)
-    click.echo(f"serving {', '.join(names)} on {url} (API docs: {url}/docs); "
+    pages = f"playground: {url}/, " if settings.playground else ""
+    click.echo(f"serving {', '.join(names)} on {url} ({pages}API docs: {url}/docs); "
                f"ready once warmed up", err=True)
     run(app, sock, shutdown_timeout_s, access_log)

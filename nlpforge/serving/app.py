@@ -17,7 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from nlpforge.errors import NlpforgeError
-from nlpforge.serving import protocol, v1, v2, v2_generate
+from nlpforge.serving import playground, protocol, v1, v2, v2_generate
 from nlpforge.serving.api_docs import docs_routes
 from nlpforge.serving.auth import BearerAuth
 from nlpforge.serving.batcher import DynamicBatcher
@@ -66,6 +66,8 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
     routers = [v2.v2_routes(state), v2_generate.generation_routes(state), v1.v1_routes(state)]
     for router in routers:
         app.include_router(router)
+    if state.settings.playground:
+        app.include_router(playground.playground_routes(state))
 
     @app.get("/metrics", tags=["Operations"], operation_id="metrics",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
@@ -83,7 +85,8 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
         (RequireJson, {}),
     ]
     if state.settings.token:
-        outer.append((BearerAuth, {"token": state.settings.token}))
+        outer.append((BearerAuth, {"token": state.settings.token, "public":
+                                   playground.is_page if state.settings.playground else None}))
     if state.settings.cors_origins:  # outside auth: a CORS preflight carries no token
         outer.append((CORSMiddleware, cors_options(state.settings.cors_origins)))
     outer.append((CheckTarget, {"allowed": state.settings.allowed_hosts}))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, Callable
 
 from starlette.responses import JSONResponse
 
@@ -16,14 +16,17 @@ PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/docs", "/open
 
 
 class BearerAuth(HttpMiddleware):
-    """Refuse requests without ``Authorization: Bearer <token>`` (401), except PUBLIC_PATHS."""
+    """Refuse requests without ``Authorization: Bearer <token>`` (401), except PUBLIC_PATHS
+    and the paths ``public`` accepts (the playground's pages, which hold no data: their
+    scripts call the API with the token)."""
 
-    def __init__(self, app: Any, token: str):
+    def __init__(self, app: Any, token: str, public: Callable[[str], bool] | None = None):
         super().__init__(app)
         self.token = token.encode("utf-8")
+        self.public = public
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["path"] in PUBLIC_PATHS or self._allowed(scope):
+        if self._public(scope) or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         response = JSONResponse(
@@ -31,6 +34,11 @@ class BearerAuth(HttpMiddleware):
                       "'Authorization: Bearer TOKEN'"},
             status_code=401, headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
+
+    def _public(self, scope: dict) -> bool:
+        path = scope["path"]
+        return path in PUBLIC_PATHS or self.public is not None and \
+            scope["method"] in ("GET", "HEAD") and self.public(path)
 
     def _allowed(self, scope: dict) -> bool:
         for name, value in scope["headers"]:

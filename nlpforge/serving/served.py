@@ -27,6 +27,9 @@ from nlpforge.serving.protocol import DATATYPES, InferRequest, Tensor
 #: Model names: what a URL path segment can carry safely; never used to build a file path.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 VERSION = "1"
+#: Task settings that shape a prediction, listed with each model in ``GET /v1/models``.
+PREDICTION_SETTINGS = ("multi_label", "threshold", "top_k", "aggregation", "allow_no_answer",
+                       "pooling", "normalize")
 
 
 def parse_model_arg(arg: str) -> tuple[str, Path]:
@@ -79,6 +82,9 @@ class ServedModel(abc.ABC):
 
     version = VERSION
     generator: TextGenerator | None = None
+    #: The export's model family and the variant served (set by ``load``).
+    family: str | None = None
+    variant: str | None = None
     #: ``run_batch`` may run on two threads at once (the batcher's express thread).
     concurrent_runs = False
 
@@ -103,9 +109,14 @@ class ServedModel(abc.ABC):
         file to serve (default: its lossless best)."""
         from nlpforge.families import family
         from nlpforge.manifest import read_manifest
+        from nlpforge.runtime.variants import choose_variant
 
-        adapter = family(read_manifest(path)["family"]).load("served")
-        return adapter.load(name, path, device=device, threads=threads, variant=variant)
+        manifest = read_manifest(path)
+        adapter = family(manifest["family"]).load("served")
+        model = adapter.load(name, path, device=device, threads=threads, variant=variant)
+        model.family = str(manifest["family"])
+        model.variant = choose_variant(manifest, variant)[0]
+        return model
 
     def attach(self, batcher: DynamicBatcher) -> None:
         self.batcher = batcher
@@ -123,11 +134,19 @@ class ServedModel(abc.ABC):
         """The v2 model metadata."""
 
     def describe(self) -> dict[str, Any]:
-        """The model's entry in ``GET /v1/models``."""
-        return {"name": self.name, "version": self.version, "task": self.task.id,
-                "labels": self.task.labels, "max_tokens": self.limit,
-                "inputs": [f.name for f in self.task.request_fields],
-                "generates": self.generator is not None}
+        """The model's entry in ``GET /v1/models``: what a client (and the playground) needs
+        to build a request and show its answer."""
+        settings = getattr(self.task, "settings", None) or {}
+        entry = {"name": self.name, "version": self.version, "task": self.task.id,
+                 "family": self.family, "variant": self.variant,
+                 "labels": self.task.labels, "max_tokens": self.limit,
+                 "inputs": [f.name for f in self.task.request_fields],
+                 "generates": self.generator is not None, "example": self.example,
+                 "settings": {k: settings[k] for k in PREDICTION_SETTINGS if k in settings}}
+        mask = getattr(self.task, "mask_token", None)
+        if isinstance(mask, str):
+            entry["mask_token"] = mask
+        return entry
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -34,6 +34,8 @@ class ServeSettings:
     allowed_hosts: frozenset[str] | None = None
     #: Web origins allowed to call the API from a browser (CORS); none by default.
     cors_origins: tuple[str, ...] = ()
+    #: The playground's web pages at ``/`` (``nlpforge serve`` turns them on on loopback).
+    playground: bool = False
 
 
 class ServerState:
