@@ -19,6 +19,7 @@ from nlpforge.data import read_dataset  # noqa: E402
 from nlpforge.errors import DataError, ModelDirError, NlpforgeError, UsageError  # noqa: E402
 from nlpforge.families import ModelFamily  # noqa: E402
 from nlpforge.metrics import IGNORE_INDEX  # noqa: E402
+from nlpforge.report.section import ReportSection  # noqa: E402
 from nlpforge.runtime.tokenizer import Tokenizer  # noqa: E402
 from nlpforge.tasks import (ENCODER_INPUTS, Field, Option, Signature, Task,  # noqa: E402
                             config_labels, encoder_signature)
@@ -44,4 +45,5 @@ __all__ = [
     "__version__", "hookimpl", "load", "Task", "Field", "Option", "ModelFamily", "Signature",
     "encoder_signature", "config_labels", "ENCODER_INPUTS", "IGNORE_INDEX", "Tokenizer",
     "NlpforgeError", "DataError", "UsageError", "ModelDirError", "read_dataset",
+    "ReportSection",
 ]

@@ -309,7 +309,7 @@ class Task:
     def report(self, predictions: Sequence[dict], rows: Sequence[dict],
                metrics: dict[str, Any]) -> list[Any]:
         """What ``nlpforge evaluate --report`` shows beside the metrics table: a list of
-        ``nlpforge.report.Section`` (a title, a figure drawn with ``nlpforge.report.plots``, a
+        ``nlpforge.ReportSection`` (a title, a figure drawn with ``nlpforge.report.plots``, a
         table, a note) that fit the task — a confusion matrix, scores per label. Default:
         nothing more."""
         return []

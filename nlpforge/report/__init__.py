@@ -2,6 +2,6 @@
 self-contained ``report.html`` of ``nlpforge evaluate --report``. matplotlib comes with the
 ``plots`` extra; the runtime never needs it."""
 
-from nlpforge.report.section import Section
+from nlpforge.report.section import ReportSection
 
-__all__ = ["Section"]
+__all__ = ["ReportSection"]

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from nlpforge.report.section import Section
+from nlpforge.report.section import ReportSection
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -24,7 +24,8 @@ img { max-width: 100%; height: auto; } .note { color: #555; } .meta { color: #55
 
 
 def write_report(directory: str | Path, title: str, meta: dict[str, Any],
-                 models: dict[str, dict[str, Any]], sections: dict[str, list[Section]]) -> Path:
+                 models: dict[str, dict[str, Any]],
+                 sections: dict[str, list[ReportSection]]) -> Path:
     """``directory/report.html`` for ``models`` (name → metrics) and their ``sections`` (name →
     the task's sections); two models are shown side by side."""
     from nlpforge.report import plots
@@ -55,7 +56,7 @@ def write_report(directory: str | Path, title: str, meta: dict[str, Any],
     return path
 
 
-def _section(section: Section, plots: Any) -> str:
+def _section(section: ReportSection, plots: Any) -> str:
     body = [f"<p class=note>{_e(section.note)}</p>"] if section.note else []
     if section.draw is not None:
         data = base64.b64encode(plots.png(section.draw(plots))).decode("ascii")

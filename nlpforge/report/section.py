@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 
 @dataclass
-class Section:
+class ReportSection:
     """One part of a report: a title, an optional figure, table and note.
 
     ``draw`` gets ``nlpforge.report.plots`` and returns a matplotlib figure (drawn only when

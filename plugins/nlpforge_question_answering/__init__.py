@@ -161,7 +161,7 @@ class QuestionAnswering(Task):
     def report(self, predictions: Sequence[dict], rows: Sequence[dict],
                metrics: dict[str, Any]) -> list[Any]:
         """Exact match and F1 by the length of the gold answer, in words."""
-        from nlpforge.report import Section
+        from nlpforge import ReportSection
         from nlpforge_question_answering.squad import by_answer_length
 
         golds = [[a.text for a in parse_answers(row["answers"])] for row in rows]
@@ -170,7 +170,7 @@ class QuestionAnswering(Task):
         names = [b["answer words"] for b in buckets]
         series = {"exact_match": [b["exact_match"] / 100 for b in buckets],
                   "f1": [b["f1"] / 100 for b in buckets]}
-        return [Section("Scores by answer length", table=buckets,
+        return [ReportSection("Scores by answer length", table=buckets,
                         note="the gold answer's length in words (the shortest gold answer)",
                         draw=lambda p: p.bars(names, series, "exact match and F1 (0-1)"))]
 

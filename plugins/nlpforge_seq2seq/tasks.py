@@ -212,7 +212,7 @@ class Text2TextGeneration(Task):
                metrics: dict[str, Any]) -> list[Any]:
         """Generated text: the text metrics as bars and the first examples beside their
         references."""
-        from nlpforge.report import Section
+        from nlpforge import ReportSection
 
         if not predictions or not all("generated_text" in p for p in predictions):
             return []
@@ -221,9 +221,9 @@ class Text2TextGeneration(Task):
         values = [metrics[k] * (100 if k == "exact_match" else 1) for k in names]
         examples = [{"source": self.source_text(r), "reference": self.target_text(r) or "",
                      "generated": p["generated_text"]} for p, r in zip(predictions[:10], rows)]
-        sections = [Section("Examples", note="the first 10 rows", table=examples)]
+        sections = [ReportSection("Examples", note="the first 10 rows", table=examples)]
         if names:
-            sections.insert(0, Section(
+            sections.insert(0, ReportSection(
                 "Text metrics", note="all ×100",
                 draw=lambda p: p.bars(names, {"score": values}, "generated vs reference",
                                       limit=100)))

@@ -165,13 +165,13 @@ class TextClassification(Task):
     def report(self, predictions: Sequence[dict], rows: Sequence[dict],
                metrics: dict[str, Any]) -> list[Any]:
         """Precision, recall and F1 per label; for single-label models the confusion matrix."""
-        from nlpforge.report import Section
+        from nlpforge import ReportSection
 
         labels = list(self.labels or [])
         per = metrics.get("per_label", {})
         scores = {k: [per.get(label, {}).get(k, 0.0) for label in labels]
                   for k in ("precision", "recall", "f1")}
-        sections = [Section("Scores per label",
+        sections = [ReportSection("Scores per label",
                             draw=lambda p: p.bars(labels, scores, "precision, recall and F1"),
                             table=[{"label": label, **per.get(label, {})} for label in labels])]
         if not self.settings["multi_label"]:
@@ -179,7 +179,7 @@ class TextClassification(Task):
             matrix = [[0] * len(labels) for _ in labels]
             for prediction, row in zip(predictions, rows):
                 matrix[index[str(row["label"])]][index[prediction["label"]]] += 1
-            sections.insert(0, Section(
+            sections.insert(0, ReportSection(
                 "Confusion matrix", note="rows: the true label; columns: the predicted one",
                 draw=lambda p: p.confusion(labels, matrix, "confusion matrix")))
         return sections

@@ -193,7 +193,7 @@ class TokenClassification(Task):
                metrics: dict[str, Any]) -> list[Any]:
         """F1 per entity type, and the most frequent confusions: entities found with the right
         words and the wrong type, missed ones, spurious ones."""
-        from nlpforge.report import Section
+        from nlpforge import ReportSection
         from nlpforge_token_classification.confusions import entity_confusions
 
         per = metrics.get("per_type", {})
@@ -201,10 +201,10 @@ class TokenClassification(Task):
         scores = {k: [per[kind][k] for kind in kinds] for k in ("precision", "recall", "f1")}
         confusions = entity_confusions([p["tags"] for p in predictions],
                                        [r["tags"] for r in rows], self.scheme)
-        return [Section("Scores per entity type",
+        return [ReportSection("Scores per entity type",
                         draw=lambda p: p.bars(kinds, scores, "precision, recall and F1"),
                         table=[{"type": kind, **per[kind]} for kind in kinds]),
-                Section("Most frequent confusions",
+                ReportSection("Most frequent confusions",
                         note="true → predicted for the same words; '-' is no entity",
                         table=confusions[:15])]
 
