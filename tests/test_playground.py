@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from nlpforge.serving import playground
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -628,3 +629,28 @@ def test_the_token_is_asked_once_and_kept_for_the_tab_only(page, token_server):
     by_css(page, "#forget-token").click()
     tool.wait_for(page, "#token-form")
     assert page.execute_script("return sessionStorage.getItem(arguments[0])", TOKEN_KEY) is None
+
+
+def test_an_evaluation_report_shows_its_pictures_in_the_browser(page, trained_run, exported,
+                                                                  tmp_path):
+    """report.html of evaluate --report --compare, opened from disk: every picture decodes,
+    the two models stand side by side, nothing is fetched."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report"
+    result = run_cli("evaluate", str(trained_run), "--compare", str(exported), "--data",
+                     str(tool.SENTIMENT / "validation.jsonl"), "--report", str(out))
+    assert result.returncode == 0, result.stderr
+    page.get((out / "report.html").as_uri())
+    tool.wait_for(page, "img")
+    images = all_css(page, "img")
+    assert len(images) == 4
+    assert all(page.execute_script("return arguments[0].complete && "
+                                   "arguments[0].naturalWidth > 100", i) for i in images)
+    headings = [h.text for h in all_css(page, "h2")]
+    assert headings[:3] == ["Metrics", "Confusion matrix", "Scores per label"]
+    columns = all_css(page, ".side > div")
+    assert len(columns) == 4 and columns[0].location["y"] == columns[1].location["y"]
+    resources = page.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources == []
+    shot(page, "report")

@@ -31,3 +31,4 @@ nlpforge evaluate exports/quickstart --compare runs/quickstart --data $DATA/vali
     | python -c 'import json, sys; r = json.load(sys.stdin); m = r["metrics"]; print("accuracy %.4f  macro-F1 %.4f  on %d rows; PyTorch run dir: the same prediction on %.0f%% of them" % (m["accuracy"], m["macro_f1"], r["rows"], 100 * r["compare"]["identical_predictions"]))'
 echo "training curves: runs/quickstart/curves.png"
 echo "evaluation report: reports/quickstart/report.html"
+echo "try it in the browser: nlpforge serve exports/quickstart, then open http://127.0.0.1:8000/"

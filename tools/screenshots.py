@@ -5,7 +5,8 @@
 Trains tiny models on the fly (text classification on the shipped sentiment examples, NER on
 synthetic sentences; about a minute on two cores), exports them, serves them on loopback, and
 saves one screenshot per page after trying it in headless Chromium: playground-index.png,
-playground-classification.png and playground-ner.png. Needs the
+playground-classification.png and playground-ner.png; and report-classification.png, the
+report.html of ``nlpforge evaluate --report`` on the classifier. Needs the
 train, serve and dev extras (selenium) and Debian's chromium + chromium-driver
 (tools/setup.sh installs them where apt-get exists).
 
@@ -159,6 +160,14 @@ def train_export(base: Path, task: str, root: Path, quality: bool = False) -> Pa
                       tensorboard=False, overwrite=True, **options))
     export_run(str(run), str(folder / "export"), overwrite=True)
     return folder / "export"
+
+
+def report_page(export: Path, folder: Path) -> Path:
+    """``nlpforge evaluate EXPORT --report FOLDER`` on the shipped validation reviews."""
+    subprocess.run([sys.executable, "-m", "nlpforge", "evaluate", str(export), "--data",
+                    str(SENTIMENT / "validation.jsonl"), "--report", str(folder)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return folder / "report.html"
 
 
 # -- the server and the browser --------------------------------------------------------------
@@ -342,6 +351,12 @@ def main() -> None:
                     time.sleep(0.2)
                     full_page_png(driver, args.out / file, args.width)
                     print(f"{args.out / file}: {(args.out / file).stat().st_size // 1024} KB")
+                report = report_page(exports["sentiment"], root / "report")
+                driver.set_window_size(args.width, 700)
+                driver.get(report.as_uri())
+                wait_for(driver, "img")
+                full_page_png(driver, args.out / "report-classification.png", args.width)
+                print(f"{args.out / 'report-classification.png'}")
             finally:
                 driver.quit()
 
