@@ -8,6 +8,7 @@ from typing import Any, Callable
 import click
 
 from nlpforge.cli.batch_options import with_batch_options
+from nlpforge.cli.ray_engine import engine_options, run_ray, with_ray_options
 from nlpforge.errors import UsageError
 from nlpforge.manifest import Manifest
 
@@ -103,6 +104,7 @@ def with_model_options(func: Callable) -> Callable:
 @click.argument("model_dir")
 @click.argument("texts", nargs=-1)
 @with_batch_options
+@with_ray_options
 @click.option("-v", "--verbose", is_flag=True,
               help="Say on stderr which variant runs and why, and where.")
 @with_model_options
@@ -116,8 +118,14 @@ def predict(model_dir: str, texts: tuple[str, ...], verbose: bool, batch_size: i
     nlpforge predict EXPORT --input big.jsonl.zst --output out.jsonl --resume --shard 0/4
 
     Rows stream through in chunks (--chunk-size): memory does not grow with the input.
+    --engine ray predicts them on a Ray cluster's workers instead (docs/batch-ray-spark.md).
     """
     from nlpforge.cli.batch_options import run_batch
+
+    engine = engine_options(options)
+    if engine is not None:
+        run_ray(engine, model_dir, texts, options, batch_size, device, threads, variant)
+        return
 
     task, run = open_model(model_dir, device, threads, batch_size, variant,
                            report=(lambda line: click.echo(line, err=True)) if verbose else None)
