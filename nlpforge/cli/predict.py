@@ -118,7 +118,7 @@ def predict(model_dir: str, texts: tuple[str, ...], verbose: bool, batch_size: i
     nlpforge predict EXPORT --input big.jsonl.zst --output out.jsonl --resume --shard 0/4
 
     Rows stream through in chunks (--chunk-size): memory does not grow with the input.
-    --engine ray predicts them on a Ray cluster's workers instead (docs/batch-ray-spark.md).
+    --engine ray predicts them on a Ray cluster's workers instead (docs/batch.md).
     """
     from nlpforge.cli.batch_options import run_batch
 
