@@ -29,6 +29,7 @@ from nlpforge_token_classification.words import join_tokens, split_text, words_o
 
 from nlpforge.data import read_dataset
 from nlpforge.errors import DataError, UsageError
+from nlpforge.testing.rows import ner_rows
 
 IOB2_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 BIOES_TAGS = IOB2_TAGS + ["E-PER", "S-PER", "E-LOC", "S-LOC"]
@@ -323,31 +324,6 @@ def test_aggregation_strategies(tokenizer):
 
 # -- a tiny model trained, exported and run end to end --------------------------------------
 
-PEOPLE = ["ada", "grace", "alan", "marie curie"]
-PLACES = ["paris", "london", "new york", "rome"]
-TEMPLATES = ["{P} loved the movie in {L}", "the staff in {L} and {P} was great",
-             "{P} and {P} read a book in {L}", "i met {P} in {L} , what a lovely view"]
-
-
-def ner_rows(n: int, seed: int) -> list[dict]:
-    """Sentences with people (PER) and places (LOC), some of two words, tagged in IOB2."""
-    import random
-
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        tokens, tags = [], []
-        for piece in rng.choice(TEMPLATES).split():
-            if piece in ("{P}", "{L}"):
-                kind, names = ("PER", PEOPLE) if piece == "{P}" else ("LOC", PLACES)
-                words = rng.choice(names).split()
-                tokens += words
-                tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
-            else:
-                tokens.append(piece)
-                tags.append("O")
-        rows.append({"tokens": tokens, "tags": tags})
-    return rows
 
 
 @pytest.fixture(scope="module")

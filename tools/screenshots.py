@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -32,34 +31,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from nlpforge.testing.rows import ner_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 SENTIMENT = ROOT / "examples" / "sentiment"
 
 # -- training rows ---------------------------------------------------------------------------
 
-PEOPLE = ["ada", "grace", "alan", "marie curie"]
-PLACES = ["paris", "london", "new york", "rome"]
-TEMPLATES = ["{P} loved the movie in {L}", "the staff in {L} and {P} was great",
-             "{P} and {P} read a book in {L}", "i met {P} in {L} , what a lovely view"]
-
-
-def ner_rows(n: int, seed: int = 0) -> list[dict]:
-    """Sentences with people (PER) and places (LOC), tagged in IOB2."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        tokens, tags = [], []
-        for piece in rng.choice(TEMPLATES).split():
-            if piece in ("{P}", "{L}"):
-                kind, names = ("PER", PEOPLE) if piece == "{P}" else ("LOC", PLACES)
-                words = rng.choice(names).split()
-                tokens += words
-                tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
-            else:
-                tokens.append(piece)
-                tags.append("O")
-        rows.append({"tokens": tokens, "tags": tags})
-    return rows
 
 
 QA_CONTEXT = "the weather was mild that year. Anna lives in Paris. a small dog slept by the door."
