@@ -26,11 +26,13 @@ median of the rounds, ratios the median of the rounds' ratios (with their range)
     would take (estimated, ``IN_MEMORY_BYTES_PER_ROW``) fits in half of MemAvailable, else on
     the largest multiple of 10,000 rows that does, and then stream-jsonl runs on that file too
     so the ratio compares the same rows; ``--in-memory-rows`` sets the size;
-  - ``ray``: ``--engine ray --workers T --threads-per-worker 1`` on big.jsonl against
-    stream-jsonl (one process, ``--threads T``): throughput ratio (target >= 0.90), outputs
-    compared by id (labels equal, every score within 1e-6), the rate per worker and a linear
-    scaling model from it. Skipped, saying why, where ``nlpforge predict`` has no
-    ``--engine`` or ray does not import.
+  - ``ray`` / ``ray-10k``: ``--engine ray --workers T --threads-per-worker 1`` on big.jsonl
+    (and base.jsonl) against stream-jsonl (one process, ``--threads T``): throughput ratio
+    (target >= 0.90), outputs compared by id (labels equal, every score within 1e-6), the
+    rate per worker (the marginal rate between the two sizes, so without Ray's start-up,
+    which is given apart) and a linear scaling model from it. Skipped, saying why, where
+    ``nlpforge predict`` has no ``--engine`` or ray does not import; left out, saying why,
+    where a Ray run fails (e.g. on a machine where another Ray cluster runs).
 Then once: ``resume``: stream-jsonl to another output, ``kill -9`` half a chunk's time after
 its record (``resume.jsonl.batch.json``) says half the rows are read (so mid-chunk), then
 ``--resume``, and the output checked: exactly N rows, N unique ids, each input id once; and its
@@ -90,7 +92,8 @@ def make_inputs(out: Path, rows: int, row_group: int | None) -> dict[str, Path]:
         return files
     folder.mkdir(parents=True, exist_ok=True)
     meta.unlink(missing_ok=True)
-    texts = [json.loads(line)["text"] for line in open(DATA, encoding="utf-8")]
+    with open(DATA, encoding="utf-8") as file:
+        texts = [json.loads(line)["text"] for line in file]
     print(f"writing inputs: {rows:,} rows from {len(texts):,} SST-2 train sentences "
           f"into {folder}", file=sys.stderr, flush=True)
     for name, count in (("big", rows), ("base", BASE_ROWS)):
@@ -123,7 +126,7 @@ def write_parquet(path: Path, texts: list[str], rows: int, row_group: int | None
 
 def jsonl_prefix(source: Path, target: Path, rows: int) -> Path:
     """The first ``rows`` lines of ``source`` (the in-memory contender's smaller input)."""
-    if target.is_file() and sum(1 for _ in open(target, "rb")) == rows:
+    if target.is_file() and count_rows(target) == rows:
         return target
     with open(source, "rb") as src, open(target, "wb") as dst:
         for i, line in enumerate(src):
@@ -145,7 +148,7 @@ def parquet_info(path: Path) -> str:
 def run_measured(command: list[str], log: Path) -> dict:
     """Run ``command`` to its end: wall seconds and its own peak RSS (``ru_maxrss`` from
     ``os.wait4``, this child alone). Its stdout goes to ``log`` with the suffix ``.out``, its
-    stderr to ``log``. Exits with its stderr when it fails."""
+    stderr to ``log``. RunFailed with the end of its stderr when it fails."""
     with open(log, "wb") as err, open(log.with_suffix(".out"), "wb") as stdout:
         start = time.perf_counter()
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
@@ -153,9 +156,20 @@ def run_measured(command: list[str], log: Path) -> dict:
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed ({proc.returncode}):\n"
-                 f"{log.read_text(errors='replace')[-3000:]}")
+        raise RunFailed(f"{' '.join(command)} failed ({proc.returncode}):\n"
+                        f"{log.read_text(errors='replace')[-3000:]}")
     return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024}
+
+
+class RunFailed(Exception):
+    """A contender's process failed (its command and the end of its stderr)."""
+
+
+def last_error(message: str) -> str:
+    """The line of a failed run's stderr that says why (``Error: …``), else its last one."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    named = [line for line in lines if line.startswith(("Error:", "error:"))]
+    return (named or lines or ["no output"])[-1]
 
 
 def remove(output: Path) -> None:
@@ -185,14 +199,25 @@ def duration(seconds: float) -> str:
         f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def count_rows(path: Path) -> int:
-    """Rows of a JSON Lines file or a Parquet output directory."""
-    if path.is_dir():
-        import pyarrow.parquet as pq
+def output_files(path: Path, suffix: str) -> list[Path]:
+    """The ``suffix`` files of an output directory (Parquet parts, or the JSON Lines files
+    ``--engine ray`` writes), leaving out ``_``/``.`` files; the file itself when it is one."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob(f"*{suffix}") if p.is_file()
+                  and not p.name.startswith(("_", ".")))
 
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in path.glob("part-*.parquet"))
-    with open(path, "rb") as file:
-        return sum(1 for _ in file)
+
+def count_rows(path: Path) -> int:
+    """Rows of a JSON Lines file, or of a directory of Parquet or JSON Lines files."""
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in output_files(path, ".parquet")) \
+        if path.is_dir() else 0
+    for file in output_files(path, ".jsonl"):
+        with open(file, "rb") as stream:
+            rows += sum(1 for _ in stream)
+    return rows
 
 
 # -- the in-memory path (run as a worker process) ----------------------------------------------
@@ -234,9 +259,10 @@ def in_memory_rows(rows: int, asked: int | None) -> tuple[int, str]:
 
 def _mem_available() -> int | None:
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
@@ -257,33 +283,31 @@ def ray_unavailable() -> str | None:
 
 
 def read_predictions(path: Path, rows: int):
-    """(labels, scores, seen) arrays indexed by id from a JSON Lines output: label index,
-    every numeric score of the row (``score`` then ``scores`` by label), how often each id
-    appears."""
+    """Arrays indexed by id from a JSON Lines output (a file, or the directory of files
+    ``--engine ray`` writes): each id's label, its numeric scores (``score``, then ``scores``
+    by label), how often it appears; and the count of rows whose id is not an input's."""
     import numpy as np
 
-    labels: dict[str, int] = {}
-    codes = np.full(rows, -1, dtype=np.int32)
+    labels = np.full(rows, None, dtype=object)
     scores: np.ndarray | None = None
     seen = np.zeros(rows, dtype=np.int64)
     strays = 0
-    with open(path, encoding="utf-8") as file:
-        for line in file:
-            row = json.loads(line)
-            ident = row.get("id")
-            if not isinstance(ident, int) or not 0 <= ident < rows:
-                strays += 1
-                continue
-            seen[ident] += 1
-            codes[ident] = labels.setdefault(row.get("label"), len(labels))
-            values = [row.get("score", 0.0)] + [row["scores"][k] for k in
-                                                 sorted(row.get("scores") or {})]
-            if scores is None:
-                scores = np.full((rows, len(values)), np.nan)
-            scores[ident, :len(values)] = values
-    names = {code: name for name, code in labels.items()}
-    return {"labels": np.array([names.get(c) for c in codes], dtype=object), "scores": scores,
-            "seen": seen, "strays": strays}
+    for name in output_files(path, ".jsonl"):
+        with open(name, encoding="utf-8") as file:
+            for line in file:
+                row = json.loads(line)
+                ident = row.get("id")
+                if not isinstance(ident, int) or not 0 <= ident < rows:
+                    strays += 1
+                    continue
+                seen[ident] += 1
+                labels[ident] = row.get("label")
+                values = [row.get("score", 0.0)] + [row["scores"][k] for k in
+                                                     sorted(row.get("scores") or {})]
+                if scores is None:
+                    scores = np.full((rows, len(values)), np.nan)
+                scores[ident, :len(values)] = values
+    return {"labels": labels, "scores": scores, "seen": seen, "strays": strays}
 
 
 def compare_outputs(a: Path, b: Path, rows: int) -> dict:
@@ -450,6 +474,10 @@ def main() -> None:
                                    "--engine", "ray",
                                    "--workers", str(args.threads), "--threads-per-worker", "1")
         contenders["ray"] = (command, dst_path, n)
+        command, dst_path = stream(files["base.jsonl"], "ray-base-out.jsonl", *threads[2:],
+                                   "--engine", "ray",
+                                   "--workers", str(args.threads), "--threads-per-worker", "1")
+        contenders["ray-10k"] = (command, dst_path, BASE_ROWS)
 
     print(f"export: {export}\ninputs: {n:,} rows ({files['big.jsonl'].stat().st_size / 2**20:.0f}"
           f" MiB JSON Lines; Parquet {parquet_info(files['big.parquet'])}); in-memory on "
@@ -457,12 +485,23 @@ def main() -> None:
           file=sys.stderr, flush=True)
     names = list(contenders)
     results: dict[str, list[dict]] = {c: [] for c in names}
+    failed: dict[str, str] = {}
     for round_ in range(args.rounds):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
             command, dst, rows = contenders[name]
+            if name.startswith("ray") and failed:  # one Ray run failed: no more of them
+                continue
             remove(dst)
-            measured = run_measured(command, runs / f"{name}.log")
+            try:
+                measured = run_measured(command, runs / f"{name}.log")
+            except RunFailed as exc:
+                if not name.startswith("ray"):
+                    sys.exit(str(exc))
+                failed[name] = last_error(str(exc))  # the Ray engine is optional here
+                print(f"round {round_ + 1} {name}: failed: {failed[name]} (the rest of its "
+                      f"stderr: {runs / f'{name}.log'})", file=sys.stderr, flush=True)
+                continue
             if name == "in-memory":
                 measured.update(json.loads((runs / f"{name}.out").read_text()
                                            .strip().splitlines()[-1]))
@@ -476,9 +515,17 @@ def main() -> None:
                   file=sys.stderr, flush=True)
 
     print("resume check (kill -9 halfway, then --resume) ...", file=sys.stderr, flush=True)
-    resume = resume_check(export, files["big.jsonl"], n, threads, runs,
-                          contenders["stream-jsonl"][1])
+    try:
+        resume = resume_check(export, files["big.jsonl"], n, threads, runs,
+                              contenders["stream-jsonl"][1])
+    except RunFailed as exc:
+        sys.exit(str(exc))
     ray = None
+    if failed:  # the Ray engine is optional: left out where one of its runs failed
+        why_no_ray = "failed: " + "; ".join(failed.values())
+        for name in ("ray", "ray-10k"):
+            contenders.pop(name, None)
+            results.pop(name, None)
     if "ray" in contenders:
         ray = compare_outputs(contenders["stream-jsonl"][1], contenders["ray"][1], n)
 
@@ -520,6 +567,8 @@ def build_report(args, export, files, contenders, results, memory_rows, memory_w
 
     variant = results["in-memory"][0].get("variant")
     why = results["in-memory"][0].get("why")
+    manifest = json.loads((export / "nlpforge.json").read_text())
+    precision = (manifest.get("variants") or {}).get(variant, {}).get("precision")
     lines = [f"Export: `{shown([str(export)], out)}` (variant {variant}: {why}). "
              f"{args.threads} threads for every contender. Input: the SST-2 train sentences "
              f"repeated to {n:,} rows with unique ids (JSON Lines, "
@@ -538,7 +587,7 @@ def build_report(args, export, files, contenders, results, memory_rows, memory_w
                     f"+ JSON Lines")
         else:
             text = f"`{text}`"
-        rss = "driver only: " if name == "ray" else ""
+        rss = "driver only: " if name.startswith("ray") else ""
         lines.append(f"| {name} | {text} | {rows:,} | {med(name, 'rows_per_s'):,.0f} | "
                      f"{rss}{med(name, 'rss_mib'):,.0f} |")
     phases = {k: statistics.median(r[k] for r in results["in-memory"])
@@ -592,10 +641,18 @@ def build_report(args, export, files, contenders, results, memory_rows, memory_w
         each = per_round("ray", "stream-jsonl", "rows_per_s")
         value = statistics.median(each)
         rate = med("ray", "rows_per_s")
-        per_worker = rate / args.threads
+        steady, fixed, how = marginal(med("ray", "seconds"), med("ray-10k", "seconds"), n)
+        local = marginal(med("stream-jsonl", "seconds"), med("stream-jsonl-10k", "seconds"),
+                         n)[0]
+        per_worker = steady / args.threads
         targets["ray"] = {"value": value, "target": TARGETS["ray"],
                           "met": value >= TARGETS["ray"] and ray["identical"],
-                          "outputs": ray, "per_worker_rows_per_s": per_worker}
+                          "outputs": ray, "per_worker_rows_per_s": per_worker,
+                          "fixed_seconds": fixed, "one_process_marginal_rows_per_s": local}
+        hint = ""
+        if not ray["identical"] and precision == "int8":
+            hint = (f"; the {variant} variant is int8, whose outputs depend on which rows "
+                    f"share a batch: --variant fp32 compares the engines alone")
         lines.append(f"- ray ({args.threads} workers x 1 thread) / one process "
                      f"(--threads {args.threads}): {rate:,.0f} / "
                      f"{med('stream-jsonl', 'rows_per_s'):,.0f} rows/s = {ratio(each)} "
@@ -603,18 +660,37 @@ def build_report(args, export, files, contenders, results, memory_rows, memory_w
                      f"identical by id (labels equal, scores within 1e-6): "
                      f"{'yes' if ray['identical'] else 'no'} ({ray['compared']:,} of "
                      f"{ray['rows']:,} ids compared, {ray['label_mismatches']} label "
-                     f"differences, largest score difference {ray['max_score_diff']:.2e})")
+                     f"differences, largest score difference {ray['max_score_diff']:.2e}{hint})")
+        startup = f"plus {fixed:,.1f} s of start-up and shut-down per run" if fixed else \
+            "start-up included"
+        lines.append(f"- ray per worker: {per_worker:,.0f} rows/s (1 thread; {how}, "
+                     f"{steady:,.0f} rows/s for {args.threads} workers), {startup}; one "
+                     f"process, the same way: {local:,.0f} rows/s on {args.threads} threads")
         cores = os.cpu_count() or 1
-        model = ", ".join(f"{m} x {cores} cores: {m * cores * per_worker:,.0f} rows/s "
-                          f"({duration(n / (m * cores * per_worker))} for {n:,} rows)"
+        model = ", ".join(f"{m} x {cores} cores: {m * cores * per_worker:,.0f} rows/s, "
+                          f"{duration(fixed + n / (m * cores * per_worker))} for {n:,} rows"
                           for m in (1, 4, 16))
-        lines.append(f"- scaling model: {per_worker:,.0f} rows/s per worker (1 thread, "
-                     f"measured here, Ray start-up included) x workers, one per core, "
-                     f"linear in machines (reading, Ray's scheduling and the network not "
-                     f"modelled): {model}")
+        lines.append(f"- scaling model for M machines of C cores, one 1-thread worker per "
+                     f"core (Ray's read and write tasks, the network and the driver not "
+                     f"modelled): rows/s = M x C x {per_worker:,.0f}; time = "
+                     f"{f'{fixed:,.1f} s + ' if fixed else ''}rows / that: {model}")
     else:
-        lines.append(f"- ray: skipped: {why_no_ray}")
+        lines.append(f"- ray: not measured: {why_no_ray}")
     return {"text": "\n".join(lines) + "\n", "targets": targets}
+
+
+def marginal(seconds: float, base_seconds: float, rows: int) -> tuple[float, float, str]:
+    """(rows/s, fixed seconds, how): the rate between a ``rows``-row run and a 10,000-row run
+    of the same command, start-up apart; the whole run's rate (no fixed part) where the
+    10,000-row run is over half the big run's time (too few rows, or noise, to tell them
+    apart)."""
+    extra = seconds - base_seconds
+    if extra >= seconds / 2:
+        rate = (rows - BASE_ROWS) / extra
+        return rate, seconds - rows / rate, (f"the marginal rate between the {rows:,}- and "
+                                             f"10,000-row runs")
+    return rows / seconds, 0.0, (f"the whole run's rate: {rows:,} rows are too few to tell "
+                                 f"start-up apart")
 
 
 def met(ok: bool) -> str:
