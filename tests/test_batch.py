@@ -99,7 +99,15 @@ def test_an_existing_output_is_kept_unless_asked_and_resume_refuses_another_inpu
     with pytest.raises(UsageError, match=r"cannot continue .*out.jsonl: it belongs to input "
                                          r".*in.jsonl \(1 file\(s\), \d+ bytes\)"):
         _job(source, out, resume=True).run()
-    assert _job(source, out, overwrite=True).run().written == 5
+    assert _job(source, out, overwrite=True, chunk_size=2).run().written == 5
+    state = json.loads(state_path(str(out), "jsonl").read_text())
+    assert state["chunk_size"] == 2
+    state.update(complete=False, read=2, written=2, position={"offset": 0, "columns": None})
+    state_path(str(out), "jsonl").write_text(json.dumps(state))
+    seen = []
+    _job(source, out, resume=True, chunk_size=100,
+         predict=lambda rows: seen.append(len(rows)) or _predict(rows)).run()
+    assert seen == [2, 1]  # the 3 rows left in chunks of 2, as the run began
     with pytest.raises(UsageError, match="its shard was"):
         _job(source, out, resume=True, shard=(1, 2)).run()
     os.utime(source, ns=(1, 1))

@@ -147,8 +147,9 @@ class BatchJob:
         checking it belongs to this input, model and settings)."""
         fresh = {"input": self.source.fingerprint(), "model": model_identity(self.model),
                  "shard": list(self.shard), "format": self.format, "id_field": self.id_field,
-                 "on_error": self.on_error, "read": 0, "written": 0, "skipped": 0,
-                 "errors": 0, "position": None, "complete": False}
+                 "on_error": self.on_error, "chunk_size": self.chunk_size, "read": 0,
+                 "written": 0, "skipped": 0, "errors": 0, "position": None,
+                 "complete": False}
         if self.output == "-":
             if self.resume:
                 raise UsageError("--resume needs an --output file or directory (standard "
@@ -162,6 +163,9 @@ class BatchJob:
             if why:
                 raise UsageError(f"--resume: cannot continue {self.output}: {why}; start again "
                                  f"with --overwrite, or write to another --output")
+            # The rows a chunk holds decide which rows share a batch, and a quantized model's
+            # outputs depend on a batch's other rows: the run continues as it began.
+            self.chunk_size = int(state.get("chunk_size") or self.chunk_size)
             return state
         if exists or record.exists():
             if not self.overwrite:

@@ -231,7 +231,14 @@ def _start(ray: Any, engine: RayEngine) -> bool:
         ray.init(address=address)
     else:  # "local": a new Ray even where 'ray start' runs one (ray.init() would join it)
         need = engine.workers * engine.threads + 1
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, need))
+        try:
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, need))
+        except ValueError as exc:
+            if "existing cluster" not in str(exc):
+                raise
+            raise UsageError("a Ray cluster already runs on this machine (ray start?) and a "
+                             "second one cannot start beside it: pass --ray-address auto to "
+                             "run on it, or stop it (ray stop)") from None
     return True
 
 
