@@ -12,9 +12,9 @@ unique integer ``id`` (0 … N-1), as JSON Lines and as one Parquet file (pyarro
 row groups unless ``--row-group-rows``); the first 10,000 of those rows as the same two
 formats for the memory baseline.
 
-Contenders, each a fresh process (peak RSS is its own ``ru_maxrss`` from ``os.wait4``), run
-``--rounds`` times in an order that rotates each round; rows/s is the input's rows over the
-process's whole wall time (start, model load, read, predict, write, exit); tables give the
+Contenders, each a fresh process (peak RSS is its own ``ru_maxrss``, measured by a small
+launcher process: see ``LAUNCHER``), run ``--rounds`` times in an order that rotates each
+round; rows/s is the input's rows over the process's whole wall time (start, model load, read, predict, write, exit); tables give the
 median of the rounds, ratios the median of the rounds' ratios (with their range):
   - ``stream-jsonl`` / ``stream-parquet``: ``nlpforge predict EXPORT --input big.jsonl
     --output out.jsonl --threads T -q`` (``.parquet`` in and out: a directory of parts);
@@ -145,20 +145,31 @@ def parquet_info(path: Path) -> str:
 
 # -- running a contender -----------------------------------------------------------------------
 
+#: Runs argv[1:] and writes its peak RSS (ru_maxrss, KiB) to the file argv[0] names. A fresh
+#: small process starts the contender: Linux counts in a process's ru_maxrss the pages of the
+#: process it was forked from (kept through exec), so a contender forked from this script,
+#: which holds the million-row inputs it wrote, would report at least this script's RSS.
+LAUNCHER = ("import resource, subprocess, sys; "
+            "code = subprocess.call(sys.argv[2:]); "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN)"
+            ".ru_maxrss)); sys.exit(code)")
+
+
 def run_measured(command: list[str], log: Path) -> dict:
-    """Run ``command`` to its end: wall seconds and its own peak RSS (``ru_maxrss`` from
-    ``os.wait4``, this child alone). Its stdout goes to ``log`` with the suffix ``.out``, its
-    stderr to ``log``. RunFailed with the end of its stderr when it fails."""
+    """Run ``command`` to its end: wall seconds and its own peak RSS (``ru_maxrss`` of the
+    command alone, measured by ``LAUNCHER``, whose own RSS is the floor: about 10 MiB). Its
+    stdout goes to ``log`` with the suffix ``.out``, its stderr to ``log``. RunFailed with the
+    end of its stderr when it fails."""
+    peak = log.with_suffix(".rss")
     with open(log, "wb") as err, open(log.with_suffix(".out"), "wb") as stdout:
         start = time.perf_counter()
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(peak), *command],
+                              stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
         seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RunFailed(f"{' '.join(command)} failed ({proc.returncode}):\n"
                         f"{log.read_text(errors='replace')[-3000:]}")
-    return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024}
+    return {"seconds": seconds, "rss_mib": int(peak.read_text()) / 1024}
 
 
 class RunFailed(Exception):
