@@ -122,6 +122,8 @@ class StreamSource(Source):
                     yield Record(index, self.name, line, row=row)
                 index += 1
         except decode_errors() as exc:
+            if self.codec is None:
+                raise DataError(f"cannot read: {exc}", self.name, line + 1 if line else None)
             raise corrupt(self.name, exc, line + 1 if line else None)
 
 
