@@ -118,9 +118,10 @@ def curves(train: list[dict], evals: list[dict], best_step: int | None, metric: 
         metric_axes.set_ylabel("metric")
     if best_step is not None:
         loss_axes.axvline(best_step, color="grey", linestyle=":", linewidth=1)
-        loss_axes.annotate(f"best ({metric})" if metric else "best", (best_step, 1),
+        loss_axes.annotate(f" best ({metric})" if metric else " best", (best_step, 0.02),
                            xycoords=("data", "axes fraction"), fontsize=8, ha="right",
-                           va="top", rotation=90, color="grey")
-    loss_axes.legend(handles, labels, fontsize=8, loc="upper right")
+                           va="bottom", rotation=90, color="grey")
+    loss_axes.legend(handles, labels, fontsize=8, loc="upper center", frameon=False,
+                     bbox_to_anchor=(0.5, -0.14), ncol=min(len(labels), 4))
     loss_axes.set_title(title)
     return figure
