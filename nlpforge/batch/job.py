@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from nlpforge.batch.state import (mismatch, model_identity, read_state, remove_output,
                                   state_path, write_state)
-from nlpforge.data.sinks import Sink, open_sink
+from nlpforge.data.sinks import open_sink
 from nlpforge.data.sources import Record, Source
 from nlpforge.errors import DataError, UsageError
 
@@ -230,10 +230,6 @@ class BatchJob:
                                         f"another)", record.file, record.line)
                 except DataError as exc:
                     error = exc
-            ident = record.index if id_key == "row" else None if row is None else \
-                row.get(id_key)
-            if not self.with_ids:
-                ident = None
             if error is None:
                 good.append((i, row))  # type: ignore[arg-type]
             elif self.on_error == "fail":
@@ -242,19 +238,23 @@ class BatchJob:
                 counts["skipped"] += 1
             else:
                 counts["errors"] += 1
-                out[i] = {id_key: ident, "error": str(error)} if self.with_ids else \
-                    {"error": str(error)}
+                out[i] = self._output(record, id_key, {"error": str(error)})
         if good:
             predictions = self.predict([row for _, row in good])
-            for (i, row), prediction in zip(good, predictions):
-                if not self.with_ids:
-                    out[i] = prediction
-                    continue
-                ident = chunk[i].index if id_key == "row" else row[id_key]
-                out[i] = {id_key: ident, **prediction}
+            for (i, _), prediction in zip(good, predictions):
                 if self.on_error == "record":
-                    out[i].setdefault("error", None)
+                    prediction = {**prediction, "error": prediction.get("error")}
+                out[i] = self._output(chunk[i], id_key, prediction)
         return [row for row in out if row is not None], counts
+
+    def _output(self, record: Record, id_key: str, body: dict) -> dict:
+        """``body`` after the record's id (its row number, or its id column; None for a row
+        that could not be read), or ``body`` alone without ids."""
+        if not self.with_ids:
+            return body
+        ident = record.index if id_key == "row" else \
+            None if record.row is None else record.row.get(id_key)
+        return {id_key: ident, **body}
 
 
 class _Progress:
